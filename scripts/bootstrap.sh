@@ -1,0 +1,84 @@
+# shellcheck shell=bash
+# Sourced by scripts/start-hub and scripts/test: creates (once) and activates the cached
+# Python venv and the npm packages, then puts both on PATH.  Nothing is assumed installed
+# beyond python3 (>= 3.11), node and npm.
+#
+#   GPUHUB_CACHE   where the venv and node_modules are cached (default ~/.cache/gpuhub)
+set -euo pipefail
+
+GPUHUB_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+GPUHUB_CACHE="${GPUHUB_CACHE:-$HOME/.cache/gpuhub}"
+export GPUHUB_ROOT GPUHUB_CACHE
+mkdir -p "$GPUHUB_CACHE"
+
+_gpuhub_log() { printf '[gpuhub] %s\n' "$*" >&2; }
+
+_gpuhub_python() {
+  for py in python3.13 python3.12 python3.11 python3; do
+    if command -v "$py" >/dev/null 2>&1 &&
+       "$py" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+      command -v "$py"; return 0
+    fi
+  done
+  _gpuhub_log "Python >= 3.11 is required (found none on PATH)"; return 1
+}
+
+# gpuhub_venv REQFILE...: a venv keyed by the hash of the requirement files.
+gpuhub_venv() {
+  local py key venv
+  py="$(_gpuhub_python)"
+  key="$( (cat "$@"; "$py" -c 'import sys; print(sys.version)') | sha256sum | cut -c1-16)"
+  venv="$GPUHUB_CACHE/venv-$key"
+  if [ ! -f "$venv/.complete" ]; then
+    _gpuhub_log "creating Python environment $venv (first run only)"
+    rm -rf "$venv"
+    "$py" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    local args=()
+    for f in "$@"; do args+=(-r "$f"); done
+    "$venv/bin/python" -m pip install -q "${args[@]}"
+    touch "$venv/.complete"
+  fi
+  # The project itself: editable, no dependencies (cheap, done on every run so a
+  # cached venv always points at this checkout).
+  "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$GPUHUB_ROOT" 2>/dev/null ||
+    "$venv/bin/python" -m pip install -q --no-deps -e "$GPUHUB_ROOT"
+  export VIRTUAL_ENV="$venv"
+  export PATH="$venv/bin:$PATH"
+}
+
+# gpuhub_node: configurable-http-proxy (and other npm tools) from scripts/node/package.json.
+gpuhub_node() {
+  command -v npm >/dev/null 2>&1 || { _gpuhub_log "node and npm are required"; return 1; }
+  local key dir
+  key="$(cat "$GPUHUB_ROOT/scripts/node/package.json" "$GPUHUB_ROOT/scripts/node/package-lock.json" 2>/dev/null | sha256sum | cut -c1-16)"
+  dir="$GPUHUB_CACHE/node-$key"
+  if [ ! -f "$dir/.complete" ]; then
+    _gpuhub_log "installing npm packages into $dir (first run only)"
+    rm -rf "$dir"; mkdir -p "$dir"
+    cp "$GPUHUB_ROOT/scripts/node/package.json" "$dir/"
+    [ -f "$GPUHUB_ROOT/scripts/node/package-lock.json" ] && cp "$GPUHUB_ROOT/scripts/node/package-lock.json" "$dir/"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error 2>/dev/null || npm install --no-audit --no-fund --loglevel=error)
+    touch "$dir/.complete"
+  fi
+  export PATH="$dir/node_modules/.bin:$PATH"
+}
+
+# gpuhub_torch: PyTorch from PyPI (it brings its CUDA libraries, several GB) installed once
+# into its own cached folder and linked into the active venv with a .pth file, so changing
+# another requirement never re-installs it.  Used by the jobs tests (DDP on CPU with gloo)
+# and the image smoke test.
+GPUHUB_TORCH_VERSION="${GPUHUB_TORCH_VERSION:-2.15.0}"
+gpuhub_torch() {
+  local pyver dir site
+  pyver="$(python -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+  dir="$GPUHUB_CACHE/torch-$GPUHUB_TORCH_VERSION-py$pyver"
+  if [ ! -f "$dir/.complete" ]; then
+    _gpuhub_log "installing torch==$GPUHUB_TORCH_VERSION into $dir (first run only, several GB)"
+    rm -rf "$dir"
+    python -m pip install -q --target "$dir" "torch==$GPUHUB_TORCH_VERSION"
+    touch "$dir/.complete"
+  fi
+  site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  echo "$dir" > "$site/gpuhub-torch.pth"
+}
