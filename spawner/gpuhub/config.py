@@ -55,6 +55,7 @@ IMAGE_SCHEMA: dict[str, Any] = {
         "cuda": {"type": ["string", "null"], "pattern": r"^[0-9]+\.[0-9]+$"},
         "min_driver": {"type": ["string", "null"], "pattern": _DRIVER},
         "python": {"type": ["string", "null"]},
+        "local_env": {"type": ["string", "null"], "minLength": 1},
     },
 }
 
@@ -294,6 +295,7 @@ def _images(
             cuda=e.get("cuda"),
             min_driver=e.get("min_driver"),
             python=e.get("python"),
+            local_env=e.get("local_env"),
         )
         for slug, e in entries.items()
     }
@@ -370,12 +372,6 @@ def check_references(config: GpuhubConfig) -> None:
                     f"(defined: {', '.join(types) or 'none'})",
                     "define it under gpu_types or remove it here",
                 )
-        if not any(config.images[img].cuda for img in p.images):
-            raise ConfigError(
-                key_path(src, ["profiles", i, "images"]),
-                f"GPU profile {p.slug!r} offers no CUDA image",
-                "add at least one image with a cuda version",
-            )
     if defaults > 1:
         raise ConfigError(
             key_path(src, ["profiles"]),

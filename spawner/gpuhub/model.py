@@ -37,6 +37,9 @@ class ImageSpec:
     cuda: str | None = None
     min_driver: str | None = None
     python: str | None = None
+    local_env: str | None = None
+    """On one machine: a Python environment (venv/conda prefix) to run the server from;
+    ``None`` means the hub's own environment."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""JupyterHub spawners over the gpuhub policy core (entry points ``gpu-local``, ``gpu-kube``)."""

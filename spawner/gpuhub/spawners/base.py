@@ -1,0 +1,136 @@
+"""What every gpuhub spawner shares: loading the config, validating ``user_options``,
+reserving GPUs in the ledger before the first ``await`` of ``start()``, the spawn form.
+
+A concrete spawner mixes :class:`GpuhubSpawnerMixin` into a JupyterHub spawner and
+supplies :meth:`gpuhub_backend` and :meth:`gpuhub_capacity`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from typing import Any, Protocol
+
+from tornado import web
+from traitlets import HasTraits, Unicode, default
+
+from ..availability import availability
+from ..config import CONFIG_ENV, load_config
+from ..errors import OptionError, QuotaDenied
+from ..form import options_from_form, render_form
+from ..ledger import Ledger
+from ..model import Allocation, GpuhubConfig, Kind, SpawnRequest
+from ..profiles import validate_options
+
+
+class LedgerBackend(Protocol):
+    """Where allocations live: a machine-wide store, or the cluster's watch cache."""
+
+    def reserve(
+        self, key: str, request: SpawnRequest, groups: Iterable[str], kind: Kind = "notebook"
+    ) -> Allocation | None: ...
+
+    def release(self, key: str) -> None: ...
+
+    def snapshot(self) -> Ledger: ...
+
+
+@lru_cache(maxsize=8)
+def cached_config(path: str, mtime: float) -> GpuhubConfig:
+    """The parsed config, re-read only when the file changes."""
+    return load_config(path)
+
+
+class GpuhubSpawnerMixin(HasTraits):
+    """Validation, quota reservation and the form, shared by the local and Kubernetes
+    spawners.  Mix in *before* the JupyterHub spawner class."""
+
+    gpuhub_config_file = Unicode(
+        config=True,
+        help="""Path of the gpuhub YAML (profiles, images, GPU types, quotas).
+
+        Defaults to ``$GPUHUB_CONFIG``, else ``gpuhub.yaml`` in the hub's working directory.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    @default("gpuhub_config_file")
+    def _default_config_file(self) -> str:
+        return os.environ.get(CONFIG_ENV, "gpuhub.yaml")
+
+    @default("options_form")
+    def _default_options_form(self) -> Any:
+        return type(self)._render_options_form
+
+    # -- the parts each spawner supplies ------------------------------------------------
+    def gpuhub_backend(self) -> LedgerBackend:
+        raise NotImplementedError
+
+    def gpuhub_capacity(self) -> tuple[dict[str, tuple[int, int]], str, bool]:
+        """``({gpu_type: (total, free)}, source, queues)`` for the form."""
+        raise NotImplementedError
+
+    # -- shared ------------------------------------------------------------------------
+    @property
+    def gpuhub(self) -> GpuhubConfig:
+        path = self.gpuhub_config_file
+        return cached_config(path, os.stat(path).st_mtime)
+
+    @property
+    def gpuhub_groups(self) -> list[str]:
+        """The user's *current* JupyterHub groups (re-read on every call)."""
+        return sorted(g.name for g in self.user.groups)  # type: ignore[attr-defined]
+
+    @property
+    def gpuhub_key(self) -> str:
+        return f"server:{self.user.name}/{self.name}"  # type: ignore[attr-defined]
+
+    def claim_resources(self) -> tuple[SpawnRequest, Allocation | None]:
+        """Validate ``user_options`` and reserve GPUs.  Synchronous on purpose: call it
+        before the first ``await`` of ``start()`` so check and reserve cannot interleave
+        with another spawn.  Raises 400 for a bad option and 403 for a quota denial."""
+        options: Mapping[str, Any] = self.user_options or {}  # type: ignore[attr-defined]
+        try:
+            request = validate_options(self.gpuhub, self.user.name, self.gpuhub_groups, options)  # type: ignore[attr-defined]
+        except OptionError as e:
+            raise web.HTTPError(400, "Invalid spawn option %s", str(e)) from e
+        try:
+            alloc = self.gpuhub_backend().reserve(self.gpuhub_key, request, self.gpuhub_groups)
+        except QuotaDenied as e:
+            raise web.HTTPError(403, "%s", f"Not enough GPU quota: {e.explanation}") from e
+        self.log.info(  # type: ignore[attr-defined]
+            "gpuhub: %s reserved %s",
+            self.gpuhub_key,
+            f"{alloc.gpus} {alloc.gpu_type} (group {alloc.group}, devices {alloc.devices})"
+            if alloc
+            else "no GPU",
+        )
+        return request, alloc
+
+    def release_resources(self) -> None:
+        self.gpuhub_backend().release(self.gpuhub_key)
+
+    def gpuhub_availability(self) -> dict[str, Any]:
+        capacity, source, queues = self.gpuhub_capacity()
+        return availability(
+            self.gpuhub,
+            self.gpuhub_backend().snapshot(),
+            user=self.user.name,  # type: ignore[attr-defined]
+            groups=self.gpuhub_groups,
+            capacity=capacity,
+            source=source,
+            queues=queues,
+        )
+
+    def _render_options_form(self) -> str:
+        return render_form(
+            self.gpuhub,
+            self.gpuhub_groups,
+            self.gpuhub_availability(),
+            previous=self.orm_spawner.user_options if self.orm_spawner else None,  # type: ignore[attr-defined]
+        )
+
+    def options_from_form(self, formdata: Mapping[str, list[str]]) -> dict[str, str]:
+        return options_from_form(formdata)
