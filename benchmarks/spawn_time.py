@@ -22,6 +22,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 from conftest import CONFIG  # noqa: E402
+
 from hubproc import Hub, auth  # noqa: E402
 
 

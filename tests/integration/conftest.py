@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from hubproc import Hub
 
 USERS = [f"u{i}" for i in range(10)]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from hubproc import Hub, auth, process_env
 
 pytestmark = pytest.mark.integration
