@@ -1,0 +1,2 @@
+"""Kubernetes adapters: pure manifest pieces (``labels``, ``objects``, ``nodes``), the
+shared watch cache (``informer``) and the ledger backend over it (``ledger``)."""

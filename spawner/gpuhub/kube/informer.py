@@ -1,0 +1,133 @@
+"""A shared watch cache (LIST once, then WATCH) of pods or nodes, as plain dicts.
+
+KubeSpawner's own reflector keys objects by namespace, so it cannot hold cluster-scoped
+nodes; this small informer serves both.  Each cache is shared by every spawner in the hub
+process: a spawn or a quota decision reads memory, never the API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes_asyncio import watch
+from kubernetes_asyncio.client.exceptions import ApiException
+
+log = logging.getLogger(__name__)
+
+
+def object_key(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata", {})
+    ns = meta.get("namespace")
+    return f"{ns}/{meta['name']}" if ns else str(meta["name"])
+
+
+class Informer:
+    """Cache of the objects one list method returns.
+
+    ``list_method`` is a bound ``kubernetes_asyncio`` list method (e.g.
+    ``CoreV1Api.list_pod_for_all_namespaces`` or ``list_namespaced_pod`` with
+    ``namespace`` in ``kwargs``).  ``list_calls`` counts LISTs (first load + re-lists
+    after a broken watch), for benchmarks and tests.
+    """
+
+    def __init__(
+        self,
+        list_method: Callable[..., Any],
+        kind: str,
+        *,
+        timeout_seconds: int = 300,
+        **kwargs: Any,
+    ) -> None:
+        self.list_method = list_method
+        self.kind = kind
+        self.kwargs = kwargs
+        self.timeout_seconds = timeout_seconds
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.list_calls = 0
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    async def wait_ready(self, timeout: float = 30) -> None:
+        self.start()
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._stopping = False
+            self._task = asyncio.create_task(self._run(), name=f"gpuhub-informer-{self.kind}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
+                pass
+            self._task = None
+
+    async def _list(self) -> str:
+        self.list_calls += 1
+        resp = await self.list_method(**self.kwargs, _preload_content=False)
+        data = json.loads(await resp.read())
+        self.objects = {object_key(o): o for o in data.get("items", [])}
+        return str(data["metadata"]["resourceVersion"])
+
+    async def _run(self) -> None:
+        delay = 0.5
+        rv: str | None = None
+        while not self._stopping:
+            try:
+                if rv is None:
+                    rv = await self._list()
+                    self._ready.set()
+                w = watch.Watch()
+                method = functools.partial(self.list_method, _preload_content=False)
+                async with w.stream(
+                    method,
+                    resource_version=rv,
+                    timeout_seconds=self.timeout_seconds,
+                    _request_timeout=self.timeout_seconds + 30,
+                    allow_watch_bookmarks=True,
+                    **self.kwargs,
+                ) as stream:
+                    async for event in stream:
+                        obj = event["raw_object"]
+                        etype = event["type"]
+                        rv = obj["metadata"]["resourceVersion"]
+                        if etype == "BOOKMARK":
+                            continue
+                        key = object_key(obj)
+                        if etype == "DELETED":
+                            self.objects.pop(key, None)
+                        else:
+                            self.objects[key] = obj
+                        for fn in self.listeners:
+                            fn(etype, obj)
+                delay = 0.5
+            except asyncio.CancelledError:
+                raise
+            except ApiException as e:
+                if e.status == 410:  # resource version too old: re-list
+                    rv = None
+                    continue
+                log.warning("watch of %s failed (%s); retrying in %.1fs", self.kind, e, delay)
+                rv = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+            except Exception as e:  # noqa: BLE001 - keep the cache alive across API trouble
+                log.warning("watch of %s failed (%s); retrying in %.1fs", self.kind, e, delay)
+                rv = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)

@@ -1,0 +1,248 @@
+"""``GPUKubeSpawner``: KubeSpawner with gpuhub profiles, live-count GPU quotas and
+CUDA-matched placement.
+
+Thin over the policy core: the same YAML, validation, ledger and denial messages as the
+local spawner.  Usage comes from a shared watch cache of gpuhub-marked pods (notebooks and
+job workers, in every namespace gpuhub uses) and node capacity from a node watch, so a
+spawn makes no extra LIST call.  The quota check and the reservation happen in one
+synchronous step after the caches' first load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from typing import Any, ClassVar
+
+from kubespawner import KubeSpawner
+from kubespawner.clients import shared_client
+from tornado import web
+from traitlets import Integer, List, Unicode, default
+
+from ..kube.informer import Informer
+from ..kube.labels import GPU_POD_SELECTOR
+from ..kube.ledger import KubeLedgerBackend
+from ..kube.messages import explain_failed_scheduling, pods_ahead, wait_message
+from ..kube.nodes import capacity, drivers_by_type
+from ..kube.objects import pod_overrides
+from ..model import Allocation, SpawnRequest
+from .base import GpuhubSpawnerMixin, LedgerBackend
+
+_LIST_TRAITS = ("tolerations", "node_affinity_required", "volumes", "volume_mounts")
+_DICT_TRAITS = ("extra_resource_limits", "environment", "extra_labels", "extra_annotations")
+
+
+class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
+    """KubeSpawner subclass for GPU profiles and per-group GPU quotas."""
+
+    gpu_wait_timeout = Integer(
+        600,
+        config=True,
+        help="""Seconds a GPU server may wait for the scheduler (Pending, Unschedulable)
+        before the spawn fails with the reason and its quota reservation is released.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    watch_namespaces = List(
+        Unicode(),
+        config=True,
+        help="""Namespaces whose gpuhub pods (notebooks and training-job workers) count
+        against quotas.  Empty: every namespace (needs a ClusterRole to watch pods).
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    _caches: ClassVar[dict[Any, tuple[list[Informer], Informer]]] = {}
+    _backends: ClassVar[dict[int, KubeLedgerBackend]] = {}
+    _base: dict[str, Any] | None = None
+    _gpuhub_request: SpawnRequest | None = None
+
+    # -- shared caches ------------------------------------------------------------------
+    def _informers(self) -> tuple[list[Informer], Informer]:
+        loop = asyncio.get_event_loop()
+        key = (id(loop), tuple(self.watch_namespaces))
+        if key not in self._caches:
+            core = shared_client("CoreV1Api")
+            if self.watch_namespaces:
+                pods = [
+                    Informer(
+                        core.list_namespaced_pod,
+                        f"pods in {ns}",
+                        namespace=ns,
+                        label_selector=GPU_POD_SELECTOR,
+                    )
+                    for ns in self.watch_namespaces
+                ]
+            else:
+                pods = [
+                    Informer(
+                        core.list_pod_for_all_namespaces, "pods", label_selector=GPU_POD_SELECTOR
+                    )
+                ]
+            nodes = Informer(core.list_node, "nodes")
+            self._caches[key] = (pods, nodes)
+        return self._caches[key]
+
+    def _gpu_pods(self) -> list[dict[str, Any]]:
+        pods, _ = self._informers()
+        return [p for inf in pods for p in inf.objects.values()]
+
+    async def gpuhub_caches_ready(self, timeout: float = 30) -> None:
+        pods, nodes = self._informers()
+        await asyncio.gather(*(i.wait_ready(timeout) for i in [*pods, nodes]))
+
+    def gpuhub_backend(self) -> LedgerBackend:
+        cfg = self.gpuhub
+        if id(cfg) not in self._backends:
+            self._backends[id(cfg)] = KubeLedgerBackend(cfg, self._gpu_pods)
+        return self._backends[id(cfg)]
+
+    def gpuhub_capacity(self) -> tuple[dict[str, tuple[int, int]], str, bool]:
+        _, nodes = self._informers()
+        return capacity(self.gpuhub, nodes.objects.values(), self._gpu_pods()), "cluster", True
+
+    async def _render_options_form_async(self) -> str:
+        await self.gpuhub_caches_ready()
+        return self._render_options_form()
+
+    @default("options_form")
+    def _default_kube_options_form(self) -> Any:
+        return type(self)._render_options_form_async
+
+    # -- spawn ----------------------------------------------------------------------------
+    def start(self) -> asyncio.Future[Any]:
+        self._start_future = asyncio.ensure_future(self._gpuhub_start())
+        return self._start_future
+
+    async def _gpuhub_start(self) -> Any:
+        try:
+            await self.gpuhub_caches_ready()
+        except TimeoutError as e:
+            raise web.HTTPError(
+                503, "GPU usage is still being read from the cluster; try again shortly"
+            ) from e
+        request, alloc = self.claim_resources()  # synchronous: no await from check to reserve
+        self._gpuhub_request = request
+        try:
+            self._apply_overrides(request, alloc)
+            return await self._start_within_deadline(request)
+        except BaseException:
+            self.release_resources()
+            raise
+
+    async def load_user_options(self) -> None:
+        """gpuhub validated and applied ``user_options`` before ``_start``; KubeSpawner's
+        own profile_list machinery is not used."""
+
+    def _apply_overrides(self, request: SpawnRequest, alloc: Allocation | None) -> None:
+        if self._base is None:
+            names = (
+                *_LIST_TRAITS,
+                *_DICT_TRAITS,
+                "image",
+                "cpu_limit",
+                "cpu_guarantee",
+                "mem_limit",
+                "mem_guarantee",
+                "priority_class_name",
+            )
+            self._base = {n: copy.deepcopy(getattr(self, n)) for n in names}
+        for name, value in pod_overrides(self.gpuhub, request, alloc).items():
+            base = self._base[name]
+            if name in _LIST_TRAITS:
+                value = [*base, *value]
+            elif name in _DICT_TRAITS:
+                value = {**base, **value}
+            elif name == "priority_class_name" and not value:
+                value = base
+            setattr(self, name, value)
+
+    async def _start_within_deadline(self, request: SpawnRequest) -> Any:
+        task = asyncio.ensure_future(self._start())
+        started = time.monotonic()
+        while not task.done():
+            await asyncio.wait([task], timeout=1)
+            if task.done() or not request.gpus:
+                continue
+            if time.monotonic() - started < self.gpu_wait_timeout:
+                continue
+            pod = self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}")
+            if pod and pod.get("status", {}).get("phase") == "Pending":
+                task.cancel()
+                reason = self.gpuhub_wait_message() or "no GPU became free"
+                await self.stop(now=True)
+                raise web.HTTPError(
+                    503,
+                    "%s",
+                    f"Gave up after {self.gpu_wait_timeout}s: {reason}. The request was "
+                    "withdrawn and its GPU quota released; try again later or pick another "
+                    "GPU type.",
+                )
+        return task.result()
+
+    async def stop(self, now: bool = False) -> None:
+        try:
+            await super().stop(now=now)
+        finally:
+            self.release_resources()
+
+    # -- progress -------------------------------------------------------------------------
+    def gpuhub_wait_message(self) -> str | None:
+        """``waiting for an A100: 0 of 16 free, 3 pods ahead`` while the pod is Pending."""
+        req = self._gpuhub_request
+        if req is None or not req.gpus or req.gpu_type is None:
+            return None
+        pod = (
+            self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}")
+            if self.pod_reflector
+            else None
+        )
+        if pod is not None and pod.get("status", {}).get("phase") != "Pending":
+            return None
+        _, nodes = self._informers()
+        total, free = capacity(
+            self.gpuhub, nodes.objects.values(), self._gpu_pods(), cuda=req.image.cuda
+        ).get(req.gpu_type, (0, 0))
+        name = self.gpuhub.gpu_types[req.gpu_type].display_name
+        if total == 0 and req.image.cuda:
+            seen = drivers_by_type(self.gpuhub, nodes.objects.values()).get(req.gpu_type, [])
+            return (
+                f"no {name} node has a driver for CUDA {req.image.cuda} "
+                f"(needs ≥ {req.image.min_driver or 'a newer driver'}; nodes have "
+                f"{', '.join(seen) or 'none'})"
+            )
+        ahead = pods_ahead(self._gpu_pods(), self.gpuhub_key, req.gpu_type)
+        return wait_message(name, total, free, ahead)
+
+    async def progress(self) -> Any:
+        last: str | None = None
+        seen_events = 0
+        progress = 10
+        while True:
+            fut = self._start_future
+            done = fut is not None and fut.done()
+            messages = []
+            wait = self.gpuhub_wait_message()
+            if wait and wait != last:
+                messages.append(wait)
+                last = wait
+            events = self.events if self.events_enabled else []
+            for ev in events[seen_events:]:
+                text = ev.get("message") or ""
+                if ev.get("reason") == "FailedScheduling":
+                    name = None
+                    if self._gpuhub_request and self._gpuhub_request.gpu_type:
+                        name = self.gpuhub.gpu_types[self._gpuhub_request.gpu_type].display_name
+                    text = explain_failed_scheduling(text, name)
+                messages.append(text)
+            seen_events = len(events)
+            for m in messages:
+                progress += (90 - progress) / 3
+                yield {"progress": int(progress), "message": m}
+            if done:
+                break
+            await asyncio.sleep(1)

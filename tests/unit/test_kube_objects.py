@@ -1,0 +1,214 @@
+"""Pure Kubernetes pieces: pod overrides, labels, node capacity, messages, kube ledger."""
+
+from __future__ import annotations
+
+import pytest
+from kubespawner.slugs import is_valid_label
+
+from gpuhub.errors import QuotaDenied
+from gpuhub.kube.labels import allocation_from_pod, allocation_marks, label_value
+from gpuhub.kube.ledger import KubeLedgerBackend
+from gpuhub.kube.messages import explain_failed_scheduling, pods_ahead, wait_message
+from gpuhub.kube.nodes import capacity, driver_of
+from gpuhub.kube.objects import pod_overrides, to_bytes
+from gpuhub.model import Allocation
+from gpuhub.profiles import validate_options
+
+
+def req(config, user="alice", groups=("vision",), **opts):
+    return validate_options(config, user, list(groups), opts)
+
+
+def test_gpu_pod_overrides(config):
+    r = req(config, profile="gpu", gpus=2, image="torch")
+    alloc = Allocation("server:alice/", "alice", "vision", "a100", 2)
+    o = pod_overrides(config, r, alloc)
+    assert o["extra_resource_limits"] == {"nvidia.com/gpu": "2"}
+    assert o["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    assert o["image"] == "ghcr.io/gpuhub/pytorch:2.11-cu128"
+    assert o["mem_limit"] == 2 * 1024**3 and o["cpu_limit"] == 1.0
+    assert o["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}]
+    assert o["volume_mounts"] == [{"name": "dshm", "mountPath": "/dev/shm"}]
+    assert "NVIDIA_VISIBLE_DEVICES" not in o["environment"]
+    assert o["extra_labels"] == {
+        "gpuhub.io/user": "alice",
+        "gpuhub.io/group": "vision",
+        "gpuhub.io/gpus": "2",
+        "gpuhub.io/gpu-type": "a100",
+        "gpuhub.io/kind": "notebook",
+        "gpuhub.io/profile": "gpu",
+    }
+    assert o["extra_annotations"]["gpuhub.io/key"] == "server:alice/"
+    terms = o["node_affinity_required"]
+    product = {
+        "key": "nvidia.com/gpu.product",
+        "operator": "In",
+        "values": ["NVIDIA-A100-SXM4-80GB"],
+    }
+    # every OR-ed driver term also requires the GPU type
+    assert terms and all(t["matchExpressions"][0] == product for t in terms)
+    keys = {e["key"] for t in terms for e in t["matchExpressions"][1:]}
+    assert "nvidia.com/cuda.driver-version.major" in keys
+    assert "nvidia.com/cuda.driver.major" in keys  # deprecated label read too
+
+
+def test_cpu_pod_has_no_gpu(config):
+    o = pod_overrides(config, req(config), None)
+    assert o["extra_resource_limits"] == {} and o["tolerations"] == []
+    assert o["node_affinity_required"] == []
+    assert o["environment"]["NVIDIA_VISIBLE_DEVICES"] == "void"
+    assert "gpuhub.io/gpus" not in o["extra_labels"]
+
+
+@pytest.mark.parametrize("name", ["alice", "Alice@Example.COM", "ü-ser", "a" * 80, "-x-", "a b"])
+def test_label_values_valid_for_any_name(name):
+    assert is_valid_label(label_value(name))
+    alloc = Allocation("server:" + name + "/", name, "Group With Spaces", "a100", 1)
+    labels, ann = allocation_marks(alloc)
+    assert all(is_valid_label(v) for v in labels.values())
+    pod = {
+        "metadata": {
+            "name": "p",
+            "namespace": "ns",
+            "labels": labels,
+            "annotations": ann,
+            "creationTimestamp": "2026-11-23T09:12:00Z",
+        },
+        "status": {"phase": "Pending"},
+    }
+    back = allocation_from_pod(pod)
+    assert back is not None
+    assert (back.key, back.user, back.group, back.gpus, back.pending) == (
+        alloc.key,
+        name,
+        "Group With Spaces",
+        1,
+        True,
+    )
+
+
+def test_terminated_and_unmarked_pods_hold_nothing():
+    labels = {"gpuhub.io/gpus": "1", "gpuhub.io/gpu-type": "a100"}
+    assert (
+        allocation_from_pod({"metadata": {"labels": labels}, "status": {"phase": "Succeeded"}})
+        is None
+    )
+    assert allocation_from_pod({"metadata": {"labels": {}}, "status": {}}) is None
+    job = allocation_from_pod(
+        {
+            "metadata": {
+                "name": "j-worker-0",
+                "namespace": "n",
+                "labels": {**labels, "gpuhub.io/kind": "job"},
+            },
+            "status": {"phase": "Running"},
+        }
+    )
+    assert job is not None and job.kind == "job" and job.key == "pod:n/j-worker-0"
+
+
+def node(name, product, gpus, driver, ready=True, unschedulable=False, deprecated=False):
+    major, minor, rev = driver.split(".")
+    prefix = "nvidia.com/cuda.driver." if deprecated else "nvidia.com/cuda.driver-version."
+    labels = {
+        "nvidia.com/gpu.product": product,
+        prefix + "major": major,
+        prefix + "minor": minor,
+        prefix + ("rev" if deprecated else "revision"): rev,
+    }
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"unschedulable": unschedulable},
+        "status": {
+            "allocatable": {"nvidia.com/gpu": str(gpus)},
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+def gpod(
+    name,
+    node_name,
+    gpus,
+    gpu_type="a100",
+    phase="Running",
+    group="vision",
+    user="bob",
+    created="2026-11-23T09:00:00Z",
+):
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "hub",
+            "creationTimestamp": created,
+            "labels": {
+                "gpuhub.io/gpus": str(gpus),
+                "gpuhub.io/gpu-type": gpu_type,
+                "gpuhub.io/group": group,
+                "gpuhub.io/user": user,
+            },
+            "annotations": {"gpuhub.io/key": f"server:{name}/"},
+        },
+        "spec": {"nodeName": node_name},
+        "status": {"phase": phase},
+    }
+
+
+def test_capacity_and_driver_filter(config):
+    nodes = [
+        node("a1", "NVIDIA-A100-SXM4-80GB", 8, "535.104.05"),
+        node("a2", "NVIDIA-A100-SXM4-80GB", 8, "580.65.06", deprecated=True),
+        node("a3", "NVIDIA-A100-SXM4-80GB", 8, "580.95.05", unschedulable=True),
+        node("h1", "NVIDIA-H100-80GB-HBM3", 4, "570.124.06", ready=False),
+    ]
+    pods = [gpod("p1", "a1", 3), gpod("p2", "a2", 8), gpod("p3", None, 2, phase="Pending")]
+    assert capacity(config, nodes, pods) == {"a100": (16, 5), "h100": (0, 0)}
+    assert capacity(config, nodes, pods, cuda="13.0") == {"a100": (8, 0), "h100": (0, 0)}
+    assert capacity(config, nodes, pods, cuda="12.8") == {"a100": (16, 5), "h100": (0, 0)}
+    assert driver_of(nodes[1]["metadata"]["labels"]) == "580.65.6"
+
+
+def test_kube_ledger_counts_pending_pods_and_in_flight(config):
+    pods = [gpod("bob", None, 2, phase="Pending")]
+    backend = KubeLedgerBackend(config, lambda: pods)
+    r = req(config, "alice", profile="gpu", gpus=2)
+    alloc = backend.reserve("server:alice/", r, ["vision"])
+    assert alloc is not None and alloc.pending
+    # a third request is denied: bob's Pending pod + alice's in-flight reservation
+    with pytest.raises(QuotaDenied, match="group vision uses 4 of 4 GPUs: alice 2"):
+        backend.reserve("server:carol/", req(config, "carol", profile="gpu"), ["vision"])
+    # once alice's pod shows up in the cache it replaces the reservation (no double count)
+    pods.append(gpod("alice", "a1", 2, user="alice"))
+    assert sorted(a.key for a in backend.snapshot().usage()) == ["server:alice/", "server:bob/"]
+    assert sum(a.gpus for a in backend.snapshot().usage()) == 4
+    # a finished pod frees its GPUs
+    pods[0]["status"]["phase"] = "Failed"
+    assert sum(a.gpus for a in backend.snapshot().usage()) == 2
+
+
+def test_messages():
+    assert wait_message("A100", 16, 0, 3) == "waiting for an A100: 0 of 16 free, 3 pods ahead"
+    assert wait_message("H100", 4, 1, 0) == "waiting for an H100: 1 of 4 free, next in line"
+    msg = (
+        "0/5 nodes are available: 2 Insufficient nvidia.com/gpu, 2 node(s) didn't match "
+        "Pod's node affinity/selector, 1 node(s) had untolerated taint "
+        "{nvidia.com/gpu: present}. preemption: 0/5 nodes are available."
+    )
+    assert explain_failed_scheduling(msg, "A100") == (
+        "No node can take an A100 right now (5 nodes: 2 nodes with no free GPU; 2 nodes with "
+        "another GPU type or a driver too old for this image; 1 node reserved for other "
+        "work). Waiting."
+    )
+    pods = [
+        gpod("x", None, 1, phase="Pending", created="2026-11-23T09:00:00Z"),
+        gpod("y", None, 1, phase="Pending", created="2026-11-23T09:05:00Z"),
+        gpod("z", None, 1, phase="Pending", created="2026-11-23T09:09:00Z"),
+    ]
+    assert pods_ahead(pods, "server:z/", "a100") == 2
+
+
+def test_to_bytes():
+    assert to_bytes("4G") == to_bytes("4Gi") == 4 * 1024**3
+    assert to_bytes("512M") == 512 * 1024**2 and to_bytes("1000") == 1000
