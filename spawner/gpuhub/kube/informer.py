@@ -8,6 +8,7 @@ process: a spawn or a quota decision reads memory, never the API server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -58,9 +59,11 @@ class Informer:
     def ready(self) -> bool:
         return self._ready.is_set()
 
-    async def wait_ready(self, timeout: float = 30) -> None:
+    async def wait_ready(self) -> None:
+        """Start (if needed) and wait for the first LIST; callers bound it with
+        ``asyncio.timeout``."""
         self.start()
-        await asyncio.wait_for(self._ready.wait(), timeout)
+        await self._ready.wait()
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -71,10 +74,8 @@ class Informer:
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
-                pass
             self._task = None
 
     async def _list(self) -> str:

@@ -91,9 +91,11 @@ class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
         pods, _ = self._informers()
         return [p for inf in pods for p in inf.objects.values()]
 
-    async def gpuhub_caches_ready(self, timeout: float = 30) -> None:
+    async def gpuhub_caches_ready(self) -> None:
+        """Wait (at most ``k8s_api_request_retry_timeout``) for the caches' first load."""
         pods, nodes = self._informers()
-        await asyncio.gather(*(i.wait_ready(timeout) for i in [*pods, nodes]))
+        async with asyncio.timeout(self.k8s_api_request_retry_timeout):
+            await asyncio.gather(*(i.wait_ready() for i in [*pods, nodes]))
 
     def gpuhub_backend(self) -> LedgerBackend:
         cfg = self.gpuhub
