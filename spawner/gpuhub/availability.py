@@ -44,7 +44,7 @@ def availability(
     scheduler queues requests (then a lack of free devices does not disable a choice).
     """
     groups = list(groups)
-    usage = ledger.usage()
+    usage = ledger.totals
     profiles = []
     for p in visible_profiles(config, groups):
         entry: dict[str, Any] = {"slug": p.slug, "gpu_types": []}

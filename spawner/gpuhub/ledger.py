@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from .errors import QuotaDenied
 from .model import Allocation, GpuhubConfig, Kind, Profile, SpawnRequest
 from .profiles import chargeable_groups
-from .quota import Room, decide, room
+from .quota import Room, Usage, decide, room
 
 
 @dataclass(frozen=True)
@@ -35,31 +35,30 @@ class Ledger:
     def __init__(self, config: GpuhubConfig, devices: Sequence[Device] | None = None) -> None:
         self.config = config
         self.devices = tuple(devices) if devices is not None else None
-        self._allocs: dict[str, Allocation] = {}
+        self.totals = Usage()
 
     # -- reading --------------------------------------------------------------------
-    def usage(self, exclude: str | None = None) -> tuple[Allocation, ...]:
-        """Every allocation, optionally without the one under ``exclude``."""
-        return tuple(a for k, a in self._allocs.items() if k != exclude)
+    def usage(self) -> tuple[Allocation, ...]:
+        """Every allocation (O(n): for display and checks, not for decisions)."""
+        return tuple(self.totals)
 
     def get(self, key: str) -> Allocation | None:
-        return self._allocs.get(key)
+        return self.totals.get(key)
 
-    def free_devices(self, gpu_type: str, exclude: str | None = None) -> list[int] | None:
+    def free_devices(self, gpu_type: str) -> list[int] | None:
         """Indices of free local devices of ``gpu_type`` (``None`` without an inventory)."""
         if self.devices is None:
             return None
-        taken = {d for a in self.usage(exclude) for d in a.devices}
+        taken = {d for a in self.totals for d in a.devices}
         return [d.index for d in self.devices if d.type == gpu_type and d.index not in taken]
 
     def room(self, user: str, groups: Iterable[str], profile: Profile, gpu_type: str) -> list[Room]:
         """What ``user`` could still get on ``profile`` for each chargeable group."""
         free = self.free_devices(gpu_type)
-        usage = self.usage()
         return [
             room(
                 self.config,
-                usage,
+                self.totals,
                 user=user,
                 group=g,
                 gpu_type=gpu_type,
@@ -86,13 +85,13 @@ class Ledger:
         An existing allocation under the same key is replaced, never double-counted.
         """
         if not request.gpus or request.gpu_type is None:
-            self._allocs.pop(key, None)
+            self.totals.pop(key)
             return None
-        usage = self.usage(exclude=key)
-        free = self.free_devices(request.gpu_type, exclude=key)
+        previous = self.totals.pop(key)  # a re-reservation replaces, never double-counts
+        free = self.free_devices(request.gpu_type)
         decision = decide(
             self.config,
-            usage,
+            self.totals,
             user=request.user,
             gpus=request.gpus,
             gpu_type=request.gpu_type,
@@ -101,6 +100,8 @@ class Ledger:
             free_devices=None if free is None else len(free),
         )
         if not decision.allowed or decision.group is None:
+            if previous is not None:
+                self.totals.put(previous)
             raise QuotaDenied(decision.explanation)
         alloc = Allocation(
             key=key,
@@ -113,17 +114,17 @@ class Ledger:
             devices=tuple(free[: request.gpus]) if free is not None else (),
             pending=pending,
         )
-        self._allocs[key] = alloc
+        self.totals.put(alloc)
         return alloc
 
     def release(self, key: str) -> Allocation | None:
         """Forget the allocation under ``key`` (stop, failed start, job end)."""
-        return self._allocs.pop(key, None)
+        return self.totals.pop(key)
 
     def replace(self, allocations: Iterable[Allocation]) -> None:
         """Rebuild from truth (live processes or the cluster), dropping everything else."""
-        self._allocs = {a.key: a for a in allocations}
+        self.totals = Usage(allocations)
 
     def add(self, allocation: Allocation) -> None:
         """Record an allocation observed in the live system (no quota check)."""
-        self._allocs[allocation.key] = allocation
+        self.totals.put(allocation)

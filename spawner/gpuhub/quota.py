@@ -6,7 +6,8 @@ reservation with no ``await`` in between.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -35,6 +36,55 @@ class Room:
     def available(self) -> int:
         limits = [x for x in (self.group_left, self.user_left, self.free_devices) if x is not None]
         return max(0, min(limits)) if limits else 0
+
+
+class Usage:
+    """Allocations by key with running totals per group, group and type, and user, so a
+    quota decision costs O(1) however many pods or processes hold GPUs."""
+
+    def __init__(self, allocations: Iterable[Allocation] = ()) -> None:
+        self._allocs: dict[str, Allocation] = {}
+        self._group: Counter[str] = Counter()
+        self._group_type: Counter[tuple[str, str]] = Counter()
+        self._user: Counter[str] = Counter()
+        for a in allocations:
+            self.put(a)
+
+    def _count(self, a: Allocation, sign: int) -> None:
+        self._group[a.group] += sign * a.gpus
+        self._group_type[(a.group, a.gpu_type)] += sign * a.gpus
+        self._user[a.user] += sign * a.gpus
+
+    def put(self, a: Allocation) -> None:
+        """Add ``a``, replacing any allocation under the same key."""
+        self.pop(a.key)
+        self._allocs[a.key] = a
+        self._count(a, 1)
+
+    def pop(self, key: str) -> Allocation | None:
+        a = self._allocs.pop(key, None)
+        if a is not None:
+            self._count(a, -1)
+        return a
+
+    def get(self, key: str) -> Allocation | None:
+        return self._allocs.get(key)
+
+    def used(
+        self, *, group: str | None = None, user: str | None = None, gpu_type: str | None = None
+    ) -> int:
+        """GPUs held by a group (optionally of one type) or by a user."""
+        if group is not None:
+            return self._group[group] if gpu_type is None else self._group_type[(group, gpu_type)]
+        if user is not None:
+            return self._user[user]
+        raise ValueError("used() needs group or user")
+
+    def __iter__(self) -> Iterator[Allocation]:
+        return iter(list(self._allocs.values()))
+
+    def __len__(self) -> int:
+        return len(self._allocs)
 
 
 def used_by(
@@ -76,12 +126,12 @@ def holders(usage: Iterable[Allocation], group: str, gpu_type: str | None = None
 
 
 def _group_story(
-    usage: Sequence[Allocation], q: GroupQuota, gpu_type: str | None, type_name: str, gpus: int
+    usage: Usage, q: GroupQuota, gpu_type: str | None, type_name: str, gpus: int
 ) -> str:
     """The sentence about the limit that binds: the group total, else the per-type one."""
-    total = used_by(usage, group=q.group)
+    total = usage.used(group=q.group)
     if gpu_type and gpu_type in q.per_type and total + gpus <= q.gpus:
-        n = used_by(usage, group=q.group, gpu_type=gpu_type)
+        n = usage.used(group=q.group, gpu_type=gpu_type)
         return (
             f"group {q.group} uses {n} of {q.per_type[gpu_type]} {type_name} GPUs: "
             f"{holders(usage, q.group, gpu_type)}"
@@ -91,7 +141,7 @@ def _group_story(
 
 def room(
     config: GpuhubConfig,
-    usage: Sequence[Allocation],
+    usage: Usage,
     *,
     user: str,
     group: str | None,
@@ -105,20 +155,20 @@ def room(
         if q is None:
             group_left = 0
         else:
-            group_left = q.gpus - used_by(usage, group=group)
+            group_left = q.gpus - usage.used(group=group)
             if gpu_type in q.per_type:
                 group_left = min(
                     group_left,
-                    q.per_type[gpu_type] - used_by(usage, group=group, gpu_type=gpu_type),
+                    q.per_type[gpu_type] - usage.used(group=group, gpu_type=gpu_type),
                 )
     cap = config.quotas.per_user_gpus
-    user_left = None if cap is None else cap - used_by(usage, user=user)
+    user_left = None if cap is None else cap - usage.used(user=user)
     return Room(group=group, group_left=group_left, user_left=user_left, free_devices=free_devices)
 
 
 def decide(
     config: GpuhubConfig,
-    usage: Sequence[Allocation],
+    usage: Usage,
     *,
     user: str,
     gpus: int,
@@ -149,7 +199,7 @@ def decide(
     stories = []
     cap = config.quotas.per_user_gpus
     if cap is not None:
-        mine = used_by(usage, user=user)
+        mine = usage.used(user=user)
         if mine + gpus > cap:
             return Decision(
                 False,

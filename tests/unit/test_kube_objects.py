@@ -171,21 +171,54 @@ def test_capacity_and_driver_filter(config):
 
 
 def test_kube_ledger_counts_pending_pods_and_in_flight(config):
-    pods = [gpod("bob", None, 2, phase="Pending")]
-    backend = KubeLedgerBackend(config, lambda: pods)
+    backend = KubeLedgerBackend(config)
+    bob = gpod("bob", None, 2, phase="Pending")
+    backend.resync([bob])
     r = req(config, "alice", profile="gpu", gpus=2)
     alloc = backend.reserve("server:alice/", r, ["vision"])
     assert alloc is not None and alloc.pending
     # a third request is denied: bob's Pending pod + alice's in-flight reservation
     with pytest.raises(QuotaDenied, match="group vision uses 4 of 4 GPUs: alice 2"):
         backend.reserve("server:carol/", req(config, "carol", profile="gpu"), ["vision"])
-    # once alice's pod shows up in the cache it replaces the reservation (no double count)
-    pods.append(gpod("alice", "a1", 2, user="alice"))
-    assert sorted(a.key for a in backend.snapshot().usage()) == ["server:alice/", "server:bob/"]
-    assert sum(a.gpus for a in backend.snapshot().usage()) == 4
-    # a finished pod frees its GPUs
-    pods[0]["status"]["phase"] = "Failed"
-    assert sum(a.gpus for a in backend.snapshot().usage()) == 2
+    # alice's pod shows up (with the reservation's stamp): it replaces the reservation
+    labels, ann = allocation_marks(alloc, "gpu")
+    pod = {
+        "metadata": {
+            "name": "jupyter-alice",
+            "namespace": "hub",
+            "labels": labels,
+            "annotations": ann,
+        },
+        "spec": {},
+        "status": {"phase": "Pending"},
+    }
+    backend.observe("ADDED", pod)
+    usage = backend.snapshot().usage()
+    assert sorted(a.key for a in usage) == ["server:alice/", "server:bob/"]
+    assert sum(a.gpus for a in usage) == 4
+    # stopping alice: her terminating pod still counts until the watch says it is gone
+    backend.release("server:alice/")
+    assert backend.snapshot().totals.used(group="vision") == 4
+    backend.observe("DELETED", pod)
+    assert backend.snapshot().totals.used(group="vision") == 2
+    # a finished pod frees its GPUs; a re-list replaces everything
+    bob["status"]["phase"] = "Failed"
+    backend.observe("MODIFIED", bob)
+    assert backend.snapshot().totals.used(group="vision") == 0
+    backend.resync([gpod("x", "a1", 1), gpod("y", "a1", 1, user="y")])
+    assert backend.snapshot().totals.used(group="vision") == 2
+
+
+def test_reservation_survives_old_pod_of_same_key(config):
+    """Restarting a server while its old pod terminates: the old pod's DELETED event must
+    not drop the new spawn's reservation."""
+    backend = KubeLedgerBackend(config)
+    old = gpod("alice", "a1", 1, user="alice")
+    old["metadata"]["annotations"]["gpuhub.io/key"] = "server:alice/"
+    backend.resync([old])
+    backend.reserve("server:alice/", req(config, "alice", profile="gpu", gpus=2), ["vision"])
+    backend.observe("DELETED", old)
+    assert backend.snapshot().totals.used(group="vision") == 2
 
 
 def test_messages():

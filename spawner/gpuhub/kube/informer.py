@@ -54,6 +54,7 @@ class Informer:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self.relist_listeners: list[Callable[[list[dict[str, Any]]], None]] = []
 
     @property
     def ready(self) -> bool:
@@ -83,6 +84,8 @@ class Informer:
         resp = await self.list_method(**self.kwargs, _preload_content=False)
         data = json.loads(await resp.read())
         self.objects = {object_key(o): o for o in data.get("items", [])}
+        for fn in self.relist_listeners:
+            fn(list(self.objects.values()))
         return str(data["metadata"]["resourceVersion"])
 
     async def _run(self) -> None:

@@ -24,6 +24,7 @@ KIND = PREFIX + "kind"
 PROFILE = PREFIX + "profile"
 KEY = PREFIX + "key"
 JOB_ID = PREFIX + "job-id"
+SINCE = PREFIX + "reserved-at"
 
 #: Label selector of every pod that holds gpuhub GPUs (the watch cache's filter).
 GPU_POD_SELECTOR = GPUS
@@ -49,6 +50,8 @@ def allocation_marks(
         KIND: alloc.kind,
     }
     annotations = {USER: alloc.user, GROUP: alloc.group, KEY: alloc.key}
+    if alloc.since is not None:
+        annotations[SINCE] = alloc.since.isoformat()
     if profile:
         labels[PROFILE] = label_value(profile)
         annotations[PROFILE] = profile

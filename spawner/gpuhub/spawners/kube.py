@@ -57,7 +57,7 @@ class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
     )
 
     _caches: ClassVar[dict[Any, tuple[list[Informer], Informer]]] = {}
-    _backends: ClassVar[dict[int, KubeLedgerBackend]] = {}
+    _backends: ClassVar[dict[Any, KubeLedgerBackend]] = {}
     _base: dict[str, Any] | None = None
     _gpuhub_request: SpawnRequest | None = None
 
@@ -98,10 +98,18 @@ class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
             await asyncio.gather(*(i.wait_ready() for i in [*pods, nodes]))
 
     def gpuhub_backend(self) -> LedgerBackend:
+        """One backend per config and cache set, fed by the pod informers' events."""
         cfg = self.gpuhub
-        if id(cfg) not in self._backends:
-            self._backends[id(cfg)] = KubeLedgerBackend(cfg, self._gpu_pods)
-        return self._backends[id(cfg)]
+        pods, _ = self._informers()
+        key = (id(cfg), id(pods))
+        if key not in self._backends:
+            backend = KubeLedgerBackend(cfg)
+            for inf, ns in zip(pods, self.watch_namespaces or [None], strict=True):
+                inf.listeners.append(backend.observe)
+                inf.relist_listeners.append(lambda objs, ns=ns, b=backend: b.resync(objs, ns))
+                backend.resync(list(inf.objects.values()), ns)
+            self._backends[key] = backend
+        return self._backends[key]
 
     def gpuhub_capacity(self) -> tuple[dict[str, tuple[int, int]], str, bool]:
         _, nodes = self._informers()
