@@ -33,10 +33,14 @@ class Hub:
     data_dir: Path
     config: dict[str, Any]
     extra_args: list[str] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     hub_port: int = field(default_factory=free_port)
     proxy_api_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    config_file: Path | None = None
+    """The hub's ``-f`` file; default the repository's ``jupyterhub_config.py``.  A test's
+    own file may call ``configure_embedded(c)`` and then add to ``c``."""
 
     @property
     def url(self) -> str:
@@ -69,6 +73,7 @@ class Hub:
             GPUHUB_CONFIG=str(self.config_path),
             GPUHUB_BIND_URL=self.url,
         )
+        env.update(self.extra_env)
         return env
 
     def start(self, timeout: float = 60) -> Hub:
@@ -81,7 +86,7 @@ class Hub:
                 "-m",
                 "jupyterhub",
                 "-f",
-                str(ROOT / "jupyterhub_config.py"),
+                str(self.config_file or ROOT / "jupyterhub_config.py"),
                 f"--JupyterHub.hub_port={self.hub_port}",
                 f"--ConfigurableHTTPProxy.api_url=http://127.0.0.1:{self.proxy_api_port}",
                 *self.extra_args,

@@ -1,0 +1,42 @@
+"""JupyterHub config for cluster-tier tests: gpuhub's Kubernetes config (``configure_kube``,
+as the Helm values load it) plus what the chart would otherwise provide, pointed at the
+test cluster through ``KUBECONFIG``.  Pods run on the test bed's process node."""
+
+import json
+import os
+from pathlib import Path
+
+from gpuhub.hubconfig import apply_groups_and_users, configure_kube, read_or_create_secret
+
+c = get_config()  # type: ignore[name-defined]  # noqa: F821
+cfg = configure_kube(c)
+data = Path(os.environ["GPUHUB_DATA"])
+c.JupyterHub.bind_url = os.environ["GPUHUB_BIND_URL"]
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_connect_ip = "127.0.0.1"
+c.JupyterHub.db_url = f"sqlite:///{data / 'jupyterhub.sqlite'}"
+c.JupyterHub.cookie_secret_file = str(data / "jupyterhub_cookie_secret")
+c.JupyterHub.cleanup_servers = False  # as in z2jh: pods outlive the hub
+c.ConfigurableHTTPProxy.pid_file = str(data / "proxy.pid")
+c.JupyterHub.authenticator_class = "shared-password"
+c.SharedPasswordAuthenticator.user_password = read_or_create_secret(data / "password", 12)[0]
+c.SharedPasswordAuthenticator.admin_password = read_or_create_secret(data / "admin-password", 32)[0]
+apply_groups_and_users(c, cfg)
+
+c.GPUKubeSpawner.namespace = os.environ["GPUHUB_K8S_NAMESPACE"]
+c.GPUKubeSpawner.watch_namespaces = json.loads(os.environ.get("GPUHUB_WATCH_NAMESPACES", "[]"))
+c.GPUKubeSpawner.gpu_wait_timeout = int(os.environ.get("GPUHUB_GPU_WAIT_TIMEOUT", "600"))
+c.GPUKubeSpawner.start_timeout = 120
+c.GPUKubeSpawner.http_timeout = 60
+c.GPUKubeSpawner.cmd = ["jupyterhub-singleuser"]
+# The process node runs each pod as a local process on its own loopback IP.  KubeSpawner
+# puts cmd + args in the container's args (the image's entrypoint runs them); the process
+# node has no image, so the entrypoint is `env`, which runs them from PATH.
+c.GPUKubeSpawner.args = ["--ip=$(POD_IP)", "--allow-root"]
+c.GPUKubeSpawner.extra_container_config = {"command": ["/usr/bin/env"]}
+c.GPUKubeSpawner.tolerations = [
+    {"key": "gpuhub.dev/process-node", "operator": "Exists", "effect": "NoSchedule"}
+]
+c.GPUKubeSpawner.storage_pvc_ensure = False
+c.GPUKubeSpawner.events_enabled = True
+c.GPUKubeSpawner.node_selector = json.loads(os.environ.get("GPUHUB_NODE_SELECTOR", "{}"))
