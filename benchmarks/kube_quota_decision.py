@@ -27,30 +27,56 @@ GROUPS = [f"team{i}" for i in range(50)]
 
 
 def config(groups: list[str]) -> Any:
-    return parse_config({
-        "gpu_types": {t: {"display_name": t.upper(), "node_label": label}
-                      for t, label in TYPES.items()},
-        "images": {"torch": {"display_name": "PyTorch", "image": "x/torch:1", "cuda": "12.8",
-                             "min_driver": "525.60.13", "framework": "pytorch"}},
-        "profiles": [{"slug": "gpu", "display_name": "GPU", "images": ["torch"],
-                      "groups": groups, "gpu": {"types": list(TYPES), "counts": [1, 2, 4, 8]}}],
-        "quotas": {"groups": {g: {"gpus": 100_000} for g in groups}},
-    })
+    return parse_config(
+        {
+            "gpu_types": {
+                t: {"display_name": t.upper(), "node_label": label} for t, label in TYPES.items()
+            },
+            "images": {
+                "torch": {
+                    "display_name": "PyTorch",
+                    "image": "x/torch:1",
+                    "cuda": "12.8",
+                    "min_driver": "525.60.13",
+                    "framework": "pytorch",
+                }
+            },
+            "profiles": [
+                {
+                    "slug": "gpu",
+                    "display_name": "GPU",
+                    "images": ["torch"],
+                    "groups": groups,
+                    "gpu": {"types": list(TYPES), "counts": [1, 2, 4, 8]},
+                }
+            ],
+            "quotas": {"groups": {g: {"gpus": 100_000} for g in groups}},
+        }
+    )
 
 
 def make_nodes(n: int) -> list[dict[str, Any]]:
     nodes = []
     for i in range(n):
         t = "h100" if i % 4 == 0 else "a100"
-        nodes.append({
-            "metadata": {"name": f"gpu-{i}", "labels": {
-                "nvidia.com/gpu.product": TYPES[t],
-                "nvidia.com/cuda.driver-version.major": "580",
-                "nvidia.com/cuda.driver-version.minor": "65",
-                "nvidia.com/cuda.driver-version.revision": "06"}},
-            "spec": {},
-            "status": {"allocatable": {"nvidia.com/gpu": "8"},
-                       "conditions": [{"type": "Ready", "status": "True"}]}})
+        nodes.append(
+            {
+                "metadata": {
+                    "name": f"gpu-{i}",
+                    "labels": {
+                        "nvidia.com/gpu.product": TYPES[t],
+                        "nvidia.com/cuda.driver-version.major": "580",
+                        "nvidia.com/cuda.driver-version.minor": "65",
+                        "nvidia.com/cuda.driver-version.revision": "06",
+                    },
+                },
+                "spec": {},
+                "status": {
+                    "allocatable": {"nvidia.com/gpu": "8"},
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                },
+            }
+        )
     return nodes
 
 
@@ -60,15 +86,25 @@ def make_pods(n: int, nodes: int) -> list[dict[str, Any]]:
     for i in range(n):
         t = rnd.choice(list(TYPES))
         g = rnd.choice(GROUPS)
-        pods.append({
-            "metadata": {"name": f"pod-{i}", "namespace": f"ns{i % 20}",
-                         "creationTimestamp": "2026-11-23T09:00:00Z",
-                         "labels": {"gpuhub.io/gpus": "1", "gpuhub.io/gpu-type": t,
-                                    "gpuhub.io/group": g, "gpuhub.io/user": f"user{i % 700}",
-                                    "gpuhub.io/kind": "job" if i % 3 == 0 else "notebook"},
-                         "annotations": {"gpuhub.io/key": f"server:user{i}/"}},
-            "spec": {"nodeName": f"gpu-{i % nodes}"},
-            "status": {"phase": "Running" if i % 10 else "Pending"}})
+        pods.append(
+            {
+                "metadata": {
+                    "name": f"pod-{i}",
+                    "namespace": f"ns{i % 20}",
+                    "creationTimestamp": "2026-11-23T09:00:00Z",
+                    "labels": {
+                        "gpuhub.io/gpus": "1",
+                        "gpuhub.io/gpu-type": t,
+                        "gpuhub.io/group": g,
+                        "gpuhub.io/user": f"user{i % 700}",
+                        "gpuhub.io/kind": "job" if i % 3 == 0 else "notebook",
+                    },
+                    "annotations": {"gpuhub.io/key": f"server:user{i}/"},
+                },
+                "spec": {"nodeName": f"gpu-{i % nodes}"},
+                "status": {"phase": "Running" if i % 10 else "Pending"},
+            }
+        )
     return pods
 
 
@@ -98,11 +134,17 @@ def main() -> None:
         capacity(cfg, nodes, pods)
         cap.append(time.perf_counter() - t0)
     med = statistics.median(samples) * 1e3
-    print(f"{args.pods} pods on {args.nodes} GPU nodes; initial load of the ledger {load * 1e3:.0f} ms")
-    print(f"quota decision (check + reserve): median {med:.4f} ms, "
-          f"p99 {samples[int(0.99 * len(samples))] * 1e3:.4f} ms over {args.n} decisions "
-          f"(target <= 1 ms: {med / 1.0:.3f} of target)")
-    print(f"spawn-form capacity over all nodes and pods: median {statistics.median(cap) * 1e3:.1f} ms")
+    print(
+        f"{args.pods} pods on {args.nodes} GPU nodes; ledger load {load * 1e3:.0f} ms"
+    )
+    print(
+        f"quota decision (check + reserve): median {med:.4f} ms, "
+        f"p99 {samples[int(0.99 * len(samples))] * 1e3:.4f} ms over {args.n} decisions "
+        f"(target <= 1 ms: {med / 1.0:.3f} of target)"
+    )
+    print(
+        f"spawn-form capacity over all nodes and pods: median {statistics.median(cap) * 1e3:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
+import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,11 @@ from .model import GpuhubConfig
 
 BIND_ENV = "GPUHUB_BIND_URL"
 DEFAULT_BIND = "http://127.0.0.1:8000"
+JOBS_PORT_ENV = "GPUHUB_JOBS_PORT"
+JOBS_SERVICE = "gpuhub-jobs"
+JOBS_SERVICE_SCOPES = ["read:users:name", "read:users:groups", "read:servers"]
+"""The jobs service's own token: identify users' groups (always current) and read the
+user_options of their running server (the default image of a job).  Nothing else."""
 
 
 def apply_groups_and_users(c: Config, cfg: GpuhubConfig) -> None:
@@ -39,9 +47,15 @@ def read_or_create_secret(path: Path, nbytes: int) -> tuple[str, bool]:
 
 
 def embedded_config(
-    cfg: GpuhubConfig, config_path: Path, data_dir: Path, bind_url: str, passwords: dict[str, str]
+    cfg: GpuhubConfig,
+    config_path: Path,
+    data_dir: Path,
+    bind_url: str,
+    passwords: dict[str, str],
+    jobs_port: int | None = None,
 ) -> Config:
-    """The whole embedded-default hub config (local processes, shared password)."""
+    """The whole embedded-default hub config (local processes, shared password); with
+    ``jobs_port``, the jobs service listening on that loopback port."""
     c = Config()
     c.JupyterHub.bind_url = bind_url
     c.JupyterHub.spawner_class = "gpu-local"
@@ -55,7 +69,56 @@ def embedded_config(
     c.GPULocalSpawner.gpuhub_config_file = str(config_path)
     c.GPULocalSpawner.data_dir = str(data_dir)
     apply_groups_and_users(c, cfg)
+    if jobs_port is not None:
+        apply_jobs_service(c, config_path, data_dir, bind_url, jobs_port)
     return c
+
+
+def apply_jobs_service(
+    c: Config, config_path: Path, data_dir: Path, bind_url: str, port: int
+) -> None:
+    """The managed ``gpuhub-jobs`` service with least-privilege roles.
+
+    - the service's role: :data:`JOBS_SERVICE_SCOPES`;
+    - every user may reach the service (``access:services!service=gpuhub-jobs``);
+    - single-user servers' ``$JUPYTERHUB_API_TOKEN`` may call it on the user's behalf
+      (the lab extension's server side), and identify the user with their groups;
+    - servers learn the service's URL through the proxy as ``$GPUHUB_JOBS_URL``.
+    """
+    access = f"access:services!service={JOBS_SERVICE}"
+    c.JupyterHub.services = [
+        {
+            "name": JOBS_SERVICE,
+            "url": f"http://127.0.0.1:{port}",
+            "command": [sys.executable, "-m", "gpuhub.jobs"],
+            "environment": {"GPUHUB_CONFIG": str(config_path), "GPUHUB_DATA": str(data_dir)},
+            "display": False,
+        }
+    ]
+    c.JupyterHub.load_roles = [
+        {"name": "user", "scopes": ["self", access]},
+        {
+            "name": f"{JOBS_SERVICE}-service",
+            "description": "gpuhub jobs service: read users' names, groups and servers",
+            "scopes": list(JOBS_SERVICE_SCOPES),
+            "services": [JOBS_SERVICE],
+        },
+    ]
+    c.Spawner.server_token_scopes = [
+        "access:servers!server",
+        "users:activity!user",
+        "read:users:name!user",
+        "read:users:groups!user",
+        access,
+    ]
+    c.GPULocalSpawner.jobs_url = f"{bind_url.rstrip('/')}/services/{JOBS_SERVICE}/"
+
+
+def free_port() -> int:
+    """A free loopback TCP port (for the jobs service when none is configured)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def configure_embedded(
@@ -76,9 +139,94 @@ def configure_embedded(
     user_pw, _ = read_or_create_secret(data / "password", 12)
     admin_pw, _ = read_or_create_secret(data / "admin-password", 32)
     bind = os.environ.get(BIND_ENV, DEFAULT_BIND)
+    jobs_port = int(os.environ.get(JOBS_PORT_ENV) or free_port())
     c.merge(
         embedded_config(
-            cfg, path.resolve(), data.resolve(), bind, {"user": user_pw, "admin": admin_pw}
+            cfg,
+            path.resolve(),
+            data.resolve(),
+            bind,
+            {"user": user_pw, "admin": admin_pw},
+            jobs_port=jobs_port,
         )
     )
+    return cfg
+
+
+def oauth_config(
+    issuer: str,
+    client_id: str,
+    client_secret: str,
+    callback_url: str,
+    *,
+    groups_claim: str = "groups",
+    admin_groups: Iterable[str] = (),
+    allowed_groups: Iterable[str] = (),
+    endpoints: Mapping[str, str] | None = None,
+    username_claim: str = "preferred_username",
+) -> Config:
+    """Login through an OIDC identity provider (``GenericOAuthenticator``), groups from a claim.
+
+    - JupyterHub groups follow the provider's ``groups_claim`` on every login
+      (``manage_groups``), so the gpuhub YAML's ``profiles[].groups`` and ``quotas.groups``
+      name the provider's groups;
+    - members of ``admin_groups`` are JupyterHub admins; only members of ``allowed_groups``
+      or ``admin_groups`` may log in;
+    - ``enable_auth_state`` + ``refresh_pre_spawn``: before every spawn the hub asks the
+      provider's userinfo endpoint again (with the stored access token, else the refresh
+      token), so a user removed from a group loses its profiles at the next spawn, not only
+      at the next login.  Auth state needs ``$JUPYTERHUB_CRYPT_KEY`` (z2jh generates
+      ``hub.config.CryptKeeper.keys``).
+
+    ``endpoints`` maps ``authorize``/``token``/``userinfo`` to URLs, e.g. from the provider's
+    ``/.well-known/openid-configuration``; without it, Keycloak's layout under ``issuer``
+    (``…/realms/<realm>/protocol/openid-connect/{auth,token,userinfo}``) is assumed.
+    """
+    base = issuer.rstrip("/")
+    urls = dict(endpoints or {})
+    admins = set(admin_groups)
+    c = Config()
+    c.JupyterHub.authenticator_class = "generic-oauth"
+    g = c.GenericOAuthenticator
+    g.client_id = client_id
+    g.client_secret = client_secret
+    g.oauth_callback_url = callback_url
+    g.authorize_url = urls.get("authorize", f"{base}/protocol/openid-connect/auth")
+    g.token_url = urls.get("token", f"{base}/protocol/openid-connect/token")
+    g.userdata_url = urls.get("userinfo", f"{base}/protocol/openid-connect/userinfo")
+    g.scope = ["openid", "profile", "email"]
+    g.username_claim = username_claim
+    g.login_service = "your organisation's sign-in"
+    g.manage_groups = True
+    g.auth_state_groups_key = f"oauth_user.{groups_claim}"
+    g.admin_groups = admins
+    g.allowed_groups = set(allowed_groups) | admins
+    g.enable_auth_state = True
+    g.refresh_pre_spawn = True
+    return c
+
+
+KUBE_CONFIG_PATH = "/usr/local/etc/gpuhub/gpuhub.yaml"
+
+
+def kube_config(cfg: GpuhubConfig, config_path: Path) -> Config:
+    """The gpuhub part of a Kubernetes hub's config (the Zero to JupyterHub chart supplies
+    the rest): the ``gpu-kube`` spawner reading the mounted gpuhub YAML."""
+    c = Config()
+    c.JupyterHub.spawner_class = "gpu-kube"
+    c.GPUKubeSpawner.gpuhub_config_file = str(config_path)
+    # The chart's profileList is not used: profiles come from the gpuhub YAML.
+    c.GPUKubeSpawner.profile_list = []
+    return c
+
+
+def configure_kube(c: Any, config_path: str | None = None) -> GpuhubConfig:
+    """Load and validate the gpuhub YAML and fill ``c`` for a Kubernetes hub.
+
+    Called from a ``jupyterhub_config.d`` snippet mounted by ``helm-values/``; an invalid
+    YAML stops the hub with the key path of the problem.
+    """
+    path = Path(config_path or os.environ.get("GPUHUB_CONFIG") or KUBE_CONFIG_PATH)
+    cfg = load_config(path)
+    c.merge(kube_config(cfg, path))
     return cfg

@@ -34,6 +34,12 @@ c.GPUKubeSpawner.cmd = ["jupyterhub-singleuser"]
 # node has no image, so the entrypoint is `env`, which runs them from PATH.
 c.GPUKubeSpawner.args = ["--ip=$(POD_IP)", "--allow-root"]
 c.GPUKubeSpawner.extra_container_config = {"command": ["/usr/bin/env"]}
+if os.environ.get("GPUHUB_STUB_SERVER") == "1":
+    # Storm tests: a tiny HTTP server answers for the notebook server (the hub only needs
+    # an HTTP answer to call a server up), so hundreds of spawns fit on two cores.
+    c.GPUKubeSpawner.cmd = ["python3", "-m", "http.server"]
+    c.GPUKubeSpawner.args = ["--bind", "$(POD_IP)", "8888"]
+    c.GPUKubeSpawner.http_timeout = 30
 c.GPUKubeSpawner.tolerations = [
     {"key": "gpuhub.dev/process-node", "operator": "Exists", "effect": "NoSchedule"}
 ]

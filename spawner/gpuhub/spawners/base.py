@@ -64,6 +64,16 @@ class GpuhubSpawnerMixin(HasTraits):
     def _default_options_form(self) -> Any:
         return type(self)._render_options_form
 
+    @default("apply_user_options")
+    def _default_apply_user_options(self) -> Any:
+        return type(self)._check_user_options
+
+    def _check_user_options(self, user_options: Mapping[str, Any]) -> None:
+        """JupyterHub's ``apply_user_options`` hook.  gpuhub handles every option in
+        ``start()``, where validation and the quota reservation happen in one synchronous
+        step (a 400 naming the field, or a 403 with the quota story); nothing to do here
+        but to tell JupyterHub the options are handled."""
+
     # -- the parts each spawner supplies ------------------------------------------------
     def gpuhub_backend(self) -> LedgerBackend:
         raise NotImplementedError

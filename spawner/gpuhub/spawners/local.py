@@ -68,6 +68,17 @@ class GPULocalSpawner(GpuhubSpawnerMixin, SimpleLocalProcessSpawner):
     def _default_data_dir(self) -> str:
         return default_data_dir()
 
+    jobs_url = Unicode(
+        "",
+        config=True,
+        help="""URL of the gpuhub jobs service through the hub's proxy, given to servers
+        as ``$GPUHUB_JOBS_URL`` (the lab extension calls it with ``$JUPYTERHUB_API_TOKEN``).
+        Empty: not set.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
     @default("home_dir_template")
     def _default_home_dir_template(self) -> str:
         return os.path.join(self.data_dir, "users", "{username}")
@@ -111,6 +122,8 @@ class GPULocalSpawner(GpuhubSpawnerMixin, SimpleLocalProcessSpawner):
     def get_env(self) -> dict[str, str]:
         env: dict[str, str] = super().get_env()
         env.update(device_env(self._gpuhub_alloc))
+        if self.jobs_url:
+            env["GPUHUB_JOBS_URL"] = self.jobs_url
         return env
 
     def get_args(self) -> list[str]:

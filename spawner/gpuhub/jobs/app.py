@@ -1,0 +1,190 @@
+"""``gpuhub-jobs``: the jobs service as a traitlets ``Application`` (a managed JupyterHub
+service in the embedded default; see :func:`gpuhub.hubconfig.embedded_config`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from tornado import web
+from tornado.httpserver import HTTPServer
+from traitlets import Integer, Type, Unicode, default
+from traitlets.config import Application
+
+from ..config import CONFIG_ENV, load_config
+from .backends.base import JobBackend
+from .errors import JobNotFound
+from .handlers import BaseHandler, routes
+from .service import JobsService
+
+SERVICE_NAME = "gpuhub-jobs"
+
+
+class NotFoundHandler(BaseHandler):
+    async def prepare(self) -> None:
+        raise JobNotFound(self.request.path.rsplit("/", 1)[-1])
+
+
+class JobsApp(Application):
+    """Run a notebook as a distributed training job: the hub service."""
+
+    name = SERVICE_NAME
+    description = __doc__ or ""
+
+    aliases = {
+        "config": "JobsApp.config_file",
+        "gpuhub-config": "JobsApp.gpuhub_config_file",
+        "data-dir": "JobsApp.data_dir",
+        "bind-url": "JobsApp.bind_url",
+    }
+
+    config_file = Unicode(
+        "",
+        config=True,
+        help="""A traitlets Python config file for the service and its backend (e.g.
+        ``c.JobsApp.backend_class = "gpuhub.jobs.backends.kubeflow.KubeflowJobBackend"``).
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    gpuhub_config_file = Unicode(
+        config=True,
+        help="""Path of the gpuhub YAML (profiles, images, quotas), the same file the hub
+        uses.  Defaults to ``$GPUHUB_CONFIG``.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    @default("gpuhub_config_file")
+    def _default_gpuhub_config(self) -> str:
+        return os.environ.get(CONFIG_ENV, "gpuhub.yaml")
+
+    data_dir = Unicode(
+        config=True,
+        help="""gpuhub's data directory (ledger, users' working directories, ``jobs/``).
+        Defaults to ``$GPUHUB_DATA``, else ``~/.local/share/gpuhub``.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    @default("data_dir")
+    def _default_data_dir(self) -> str:
+        from ..spawners.local import default_data_dir
+
+        return default_data_dir()
+
+    bind_url = Unicode(
+        config=True,
+        help="""Where the service listens.  Defaults to ``$JUPYTERHUB_SERVICE_URL`` (set
+        by the hub for a managed service), else ``http://127.0.0.1:8011``.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    @default("bind_url")
+    def _default_bind_url(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8011")
+
+    service_prefix = Unicode(
+        config=True,
+        help="""URL prefix the hub's proxy forwards (``/services/gpuhub-jobs/``).
+        Defaults to ``$JUPYTERHUB_SERVICE_PREFIX``.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    @default("service_prefix")
+    def _default_prefix(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{SERVICE_NAME}/")
+
+    backend_class = Type(
+        default_value="gpuhub.jobs.backends.local.LocalJobBackend",
+        klass=JobBackend,
+        config=True,
+        help="""The class that runs jobs: ``gpuhub.jobs.backends.local.LocalJobBackend``
+        (local ``torchrun`` processes, the embedded default) or
+        ``gpuhub.jobs.backends.kubeflow.KubeflowJobBackend`` (Kubeflow ``PyTorchJob`` /
+        ``TFJob``).  Any subclass of :class:`gpuhub.jobs.backends.base.JobBackend`.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    max_workers = Integer(
+        8,
+        config=True,
+        help="""The most workers (nodes) one job may ask for.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    auth_cache_max_age = Integer(
+        10,
+        config=True,
+        help="""Seconds the identity of a token is cached (groups are always re-read).
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    def initialize(self, argv: Any = None) -> None:
+        super().initialize(argv)
+        if self.config_file:
+            self.load_config_file(self.config_file)
+
+    def make_app(self) -> tuple[web.Application, JobsService]:
+        from jupyterhub.services.auth import HubOAuth
+
+        gpuhub = load_config(self.gpuhub_config_file)
+        backend = self.backend_class(parent=self, gpuhub=gpuhub, data_dir=Path(self.data_dir))
+        hub_auth = HubOAuth(cache_max_age=self.auth_cache_max_age, parent=self)
+        service = JobsService(gpuhub, backend, hub_auth, self.max_workers)
+        app = web.Application(
+            routes(self.service_prefix),  # type: ignore[arg-type]
+            gpuhub_jobs=service,
+            default_handler_class=NotFoundHandler,
+            log_function=_log_request,
+        )
+        return app, service
+
+    async def serve(self) -> None:
+        app, service = self.make_app()
+        await service.backend.recover()
+        url = urlparse(self.bind_url)
+        server = HTTPServer(app, xheaders=True, max_body_size=64 << 20)
+        server.listen(url.port or 80, url.hostname or "127.0.0.1")
+        self.log.info("gpuhub-jobs listening on %s%s", self.bind_url, self.service_prefix)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        self.log.info("gpuhub-jobs stopping (running jobs keep running)")
+        server.stop()
+        await service.backend.shutdown()
+
+    def start(self) -> None:
+        asyncio.run(self.serve())
+
+
+def _log_request(handler: web.RequestHandler) -> None:
+    from tornado.log import access_log
+
+    status = handler.get_status()
+    fn = access_log.info if status < 400 else access_log.warning
+    ms = 1000 * handler.request.request_time()
+    fn("%d %s %s %.1fms", status, handler.request.method, handler.request.path, ms)
+
+
+def main(argv: list[str] | None = None) -> None:
+    JobsApp.launch_instance(argv)

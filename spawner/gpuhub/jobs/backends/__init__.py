@@ -1,0 +1,1 @@
+"""Job backends, chosen by the service's ``backend_class`` trait."""

@@ -1,0 +1,330 @@
+"""Kubeflow training jobs (``PyTorchJob`` / ``TFJob``, ``kubeflow.org/v1``).
+
+Manifests come from the pure builders in :mod:`gpuhub.jobs.manifests` (admin-owned pod
+template, catalog image, GPU limits, gpuhub labels).  Quota is decided on a ledger rebuilt
+from the cluster (gpuhub-labelled pods and unfinished gpuhub jobs) — the same policy and
+explanation as notebooks; an in-process lock serialises check-and-create within this
+service.  With a Kueue queue configured, jobs are created suspended and Kueue admits them.
+
+Adding Kubeflow Trainer v2 beside this: a ``TrainJobBackend`` would reuse everything here
+except :meth:`KubeflowJobBackend._build` / the plural and ``_state`` — a pure
+``make_trainjob`` (``trainer.kubeflow.org/v1alpha1``: ``runtimeRef`` to an admin-owned
+``ClusterTrainingRuntime``, ``trainer.image/command/numNodes/resourcesPerNode``, the
+labels and volumes as ``runtimePatches``) and a state mapping from its conditions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from traitlets import Dict, Enum, Integer, Unicode
+
+from ...errors import OptionError
+from ...ledger import Ledger
+from ...model import Allocation
+from ..manifests import (
+    KUBEFLOW_V1,
+    LABEL,
+    KubeJobSettings,
+    job_name,
+    job_state,
+    make_job,
+    make_script_configmap,
+)
+from ..policy import JobSpec
+from ..records import Job, WorkerState
+from .base import JobBackend
+
+PLURALS = {"PyTorchJob": "pytorchjobs", "TFJob": "tfjobs"}
+_SELECTOR = f"{LABEL}/kind=job"
+
+
+def allocations_from_cluster(pods: list[Any], jobs: list[dict[str, Any]]) -> list[Allocation]:
+    """Allocations of gpuhub objects: unfinished jobs (``workers × gpus``) and GPU pods
+    that are not part of a job (notebooks)."""
+    allocs: list[Allocation] = []
+    for obj in jobs:
+        meta = obj.get("metadata", {})
+        labels, notes = meta.get("labels") or {}, meta.get("annotations") or {}
+        gpus = int(labels.get(f"{LABEL}/gpus", "0")) * int(notes.get(f"{LABEL}/workers", "1"))
+        if gpus and job_state(obj)[0] not in ("Succeeded", "Failed"):
+            allocs.append(
+                Allocation(
+                    key=f"job:{labels.get(f'{LABEL}/job-id')}",
+                    user=notes.get(f"{LABEL}/user", ""),
+                    group=notes.get(f"{LABEL}/group", ""),
+                    gpu_type=labels.get(f"{LABEL}/gpu-type", ""),
+                    gpus=gpus,
+                    kind="job",
+                    since=_ts(meta.get("creationTimestamp")),
+                )
+            )
+    for pod in pods:
+        labels = pod.metadata.labels or {}
+        notes = pod.metadata.annotations or {}
+        if labels.get(f"{LABEL}/kind") == "job" or pod.status.phase in ("Succeeded", "Failed"):
+            continue
+        gpus = int(labels.get(f"{LABEL}/gpus", "0") or 0)
+        if gpus:
+            allocs.append(
+                Allocation(
+                    key=f"pod:{pod.metadata.name}",
+                    user=notes.get(f"{LABEL}/user", labels.get(f"{LABEL}/user", "")),
+                    group=notes.get(f"{LABEL}/group", labels.get(f"{LABEL}/group", "")),
+                    gpu_type=labels.get(f"{LABEL}/gpu-type", ""),
+                    gpus=gpus,
+                    since=pod.metadata.creation_timestamp,
+                )
+            )
+    return allocs
+
+
+def _ts(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return None
+
+
+def job_from_object(obj: dict[str, Any]) -> Job:
+    """The API's Job for a Kubeflow job object."""
+    meta = obj["metadata"]
+    labels, notes = meta.get("labels") or {}, meta.get("annotations") or {}
+    state, message = job_state(obj)
+    status = obj.get("status") or {}
+    workers = int(notes.get(f"{LABEL}/workers", "1"))
+    path = notes.get(f"{LABEL}/notebook-path", "")
+    return Job(
+        id=labels[f"{LABEL}/job-id"],
+        user=notes.get(f"{LABEL}/user", ""),
+        name=path.rsplit("/", 1)[-1].removesuffix(".ipynb") or meta["name"],
+        path=path,
+        framework="pytorch" if obj["kind"] == "PyTorchJob" else "tensorflow",
+        workers=workers,
+        gpus_per_worker=int(labels.get(f"{LABEL}/gpus", "0")),
+        gpu_type=labels.get(f"{LABEL}/gpu-type"),
+        group=notes.get(f"{LABEL}/group"),
+        image=notes.get(f"{LABEL}/image"),
+        state=state,  # type: ignore[arg-type]
+        message=message,
+        created=_ts(meta.get("creationTimestamp")) or datetime.now().astimezone(),
+        started=_ts(status.get("startTime")),
+        finished=_ts(status.get("completionTime")),
+        worker_states=tuple(WorkerState(i, state) for i in range(workers)),
+    )
+
+
+class KubeflowJobBackend(JobBackend):
+    """Jobs as Kubeflow v1 ``PyTorchJob``/``TFJob`` objects in one namespace."""
+
+    namespace = Unicode(
+        "default",
+        config=True,
+        help="""Namespace of the jobs (the service account needs create/get/list/delete on
+        pytorchjobs, tfjobs and configmaps there, and get/list on pods and pods/log).
+
+        .. versionadded:: 0.1
+        """,
+    )
+    pod_template = Dict(
+        config=True,
+        help="""The admin-owned PodTemplateSpec every replica starts from (securityContext,
+        serviceAccountName, nodeSelector, resources…).  Users never supply pod specs; gpuhub
+        only fills in image, command, GPUs, volumes, labels and GPU placement.
+
+        .. versionadded:: 0.1
+        """,
+    )
+    home_claim_template = Unicode(
+        "claim-{username}",
+        config=True,
+        help="""Name of the user's home PVC, mounted into every replica (``{username}`` is
+        the escaped user name, as kubespawner's).
+
+        .. versionadded:: 0.1
+        """,
+    )
+    kubeconfig = Unicode(
+        "",
+        config=True,
+        help="""Kubeconfig file to use; empty: the in-cluster service account, else
+        ``$KUBECONFIG`` / ``~/.kube/config``.
+
+        .. versionadded:: 0.1
+        """,
+    )
+    home_mount_path = Unicode(
+        "/home/jovyan", config=True, help="Where the home PVC is mounted (the working dir)."
+    )
+    clean_pod_policy = Enum(
+        ["All", "Running", "None"],
+        "Running",
+        config=True,
+        help="``runPolicy.cleanPodPolicy`` of every job.",
+    )
+    ttl_seconds_after_finished = Integer(
+        86400, config=True, help="``runPolicy.ttlSecondsAfterFinished`` (jobs and logs kept)."
+    )
+    kueue_queue = Unicode(
+        "",
+        config=True,
+        help="""Kueue LocalQueue name; when set, jobs carry ``kueue.x-k8s.io/queue-name`` and
+        are created suspended for Kueue to admit.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    _lock: asyncio.Lock | None = None
+    _api: Any = None
+
+    def settings(self) -> KubeJobSettings:
+        return KubeJobSettings(
+            namespace=self.namespace,
+            pod_template=dict(self.pod_template),
+            home_claim_template=self.home_claim_template,
+            home_mount_path=self.home_mount_path,
+            clean_pod_policy=self.clean_pod_policy,
+            ttl_seconds_after_finished=self.ttl_seconds_after_finished,
+            kueue_queue=self.kueue_queue or None,
+        )
+
+    async def _client(self) -> Any:
+        if self._api is None:
+            from kubernetes_asyncio import client, config
+
+            conf = client.Configuration()
+            if self.kubeconfig:
+                await config.load_kube_config(self.kubeconfig, client_configuration=conf)
+            else:
+                try:
+                    config.load_incluster_config(client_configuration=conf)
+                except config.ConfigException:
+                    await config.load_kube_config(client_configuration=conf)
+            self._api = client.ApiClient(conf)
+        return self._api
+
+    async def recover(self) -> None:
+        """Nothing to re-attach: the cluster keeps the jobs; just connect."""
+        self._lock = asyncio.Lock()
+        await self._client()
+
+    async def shutdown(self) -> None:
+        if self._api is not None:
+            await self._api.close()
+            self._api = None
+
+    # -- cluster reads --------------------------------------------------------------------
+    async def _jobs(self, selector: str = _SELECTOR) -> list[dict[str, Any]]:
+        from kubernetes_asyncio import client
+
+        api = client.CustomObjectsApi(await self._client())
+        out: list[dict[str, Any]] = []
+        for kind, plural in PLURALS.items():
+            res = await api.list_namespaced_custom_object(
+                "kubeflow.org", "v1", self.namespace, plural, label_selector=selector
+            )
+            for item in res.get("items", []):
+                item.setdefault("kind", kind)
+                out.append(item)
+        return out
+
+    async def _ledger(self) -> Ledger:
+        from kubernetes_asyncio import client
+
+        core = client.CoreV1Api(await self._client())
+        pods = await core.list_namespaced_pod(self.namespace, label_selector=f"{LABEL}/gpus")
+        ledger = Ledger(self.gpuhub, None)
+        ledger.replace(allocations_from_cluster(pods.items, await self._jobs()))
+        return ledger
+
+    _snapshot: Ledger | None = None
+
+    def snapshot(self) -> Ledger:
+        return self._snapshot or Ledger(self.gpuhub, None)
+
+    def capacity(self) -> dict[str, tuple[int, int | None]]:
+        return {t: (0, None) for t in self.gpuhub.gpu_types}
+
+    # -- jobs -----------------------------------------------------------------------------
+    async def submit(self, spec: JobSpec, groups: Iterable[str]) -> Job:
+        from kubernetes_asyncio import client
+
+        assert self._lock is not None, "recover() first"
+        async with self._lock:
+            ledger = await self._ledger()
+            self._snapshot = ledger
+            alloc = ledger.reserve(spec.key, spec.ledger_request(), groups, kind="job")
+            group = alloc.group if alloc else spec.group
+            settings = self.settings()
+            body = make_job(self.gpuhub, spec, settings, group)
+            api = client.CustomObjectsApi(await self._client())
+            created = await api.create_namespaced_custom_object(
+                "kubeflow.org", "v1", self.namespace, PLURALS[body["kind"]], body
+            )
+        core = client.CoreV1Api(await self._client())
+        await core.create_namespaced_config_map(
+            self.namespace, make_script_configmap(spec, settings, group, owner=created)
+        )
+        return job_from_object(created)
+
+    async def get(self, job_id: str) -> Job | None:
+        if not job_id.isalnum():
+            return None
+        found = await self._jobs(f"{_SELECTOR},{LABEL}/job-id={job_id}")
+        return job_from_object(found[0]) if found else None
+
+    async def list_jobs(self, user: str) -> list[Job]:
+        jobs = [job_from_object(o) for o in await self._jobs()]
+        return sorted((j for j in jobs if j.user == user), key=lambda j: j.created, reverse=True)
+
+    async def logs(self, job: Job, worker: int, tail: int) -> tuple[list[str], int]:
+        from kubernetes_asyncio import client
+
+        if not 0 <= worker < job.workers:
+            raise OptionError("worker", f"must be 0..{job.workers - 1} for this job")
+        name = job_name_for(job)
+        replica = "master" if job.framework == "pytorch" and worker == 0 else "worker"
+        index = worker - 1 if job.framework == "pytorch" and worker > 0 else worker
+        core = client.CoreV1Api(await self._client())
+        pods = await core.list_namespaced_pod(
+            self.namespace,
+            label_selector=(
+                f"training.kubeflow.org/job-name={name},"
+                f"training.kubeflow.org/replica-type={replica},"
+                f"training.kubeflow.org/replica-index={index}"
+            ),
+        )
+        if not pods.items:
+            return [], job.workers
+        text = await core.read_namespaced_pod_log(
+            pods.items[0].metadata.name, self.namespace, tail_lines=tail
+        )
+        return str(text).splitlines(), job.workers
+
+    async def cancel(self, job: Job) -> Job:
+        """Delete the job (its pods and script ConfigMap go with it)."""
+        from kubernetes_asyncio import client
+
+        api = client.CustomObjectsApi(await self._client())
+        plural = PLURALS["PyTorchJob" if job.framework == "pytorch" else "TFJob"]
+        await api.delete_namespaced_custom_object(
+            "kubeflow.org",
+            "v1",
+            self.namespace,
+            plural,
+            job_name_for(job),
+            propagation_policy="Foreground",
+        )
+        return job.ended("Cancelled", "cancelled by the user (job deleted)", [])
+
+
+def job_name_for(job: Job) -> str:
+    return f"gpuhub-job-{job.id}"
+
+
+__all__ = ["KUBEFLOW_V1", "KubeflowJobBackend", "allocations_from_cluster", "job_name"]

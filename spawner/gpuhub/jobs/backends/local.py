@@ -1,0 +1,475 @@
+"""The embedded default backend: jobs as local processes on the hub's machine.
+
+PyTorch: ``torchrun --standalone --nnodes=1 --nproc_per_node=<W×M, or W on CPU>`` with
+the job's devices in ``CUDA_VISIBLE_DEVICES`` (rank ``r`` uses local device ``r``); the
+script picks gloo on CPU (``GPUHUB_DIST_BACKEND`` says which).  TensorFlow: W processes
+with ``TF_CONFIG`` on loopback ports, M devices each.
+
+Every process runs under :mod:`gpuhub.jobs.wrapper` in its own session, from the user's
+working directory (``<data_dir>/users/<user>``, as for notebooks), with a scrubbed
+environment (never the service's token) carrying the ``GPUHUB_ALLOCATION`` marker so the
+machine-wide ledger counts the job exactly like a notebook, and ``GPUHUB_JOB=<job dir>``
+so that stragglers can be found — and only this job's processes are ever signalled.
+
+State lives in ``<data_dir>/jobs/<id>/`` (``job.json``, ``script.py``, ``launch.json``,
+``logs/``, ``result.json``), so jobs survive a restart of the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from traitlets import Float, Unicode, default
+
+from ...errors import OptionError
+from ...ledger import Ledger
+from ...localstate import LocalLedgerStore, alive, decode, encode, process_start
+from ...model import Allocation
+from ...spawners.local import device_env, local_store
+from ..policy import JobSpec
+from ..records import Job, utcnow
+from .base import JobBackend
+
+JOB_ENV = "GPUHUB_JOB"
+_KEEP_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR")
+
+
+# --- pure: what to run --------------------------------------------------------------------
+
+
+def streams(spec: JobSpec) -> int:
+    """Log streams of a job: one per torchrun rank, one per TensorFlow worker."""
+    if spec.framework == "pytorch":
+        return spec.workers * (spec.gpus_per_worker or 1)
+    return spec.workers
+
+
+def launch_plan(
+    spec: JobSpec,
+    *,
+    job_dir: Path,
+    cwd: Path,
+    python: str,
+    devices: tuple[int, ...],
+    ports: list[int],
+) -> dict[str, Any]:
+    """The wrapper's ``launch.json``: argv, extra env and log file of each process.
+
+    ``devices`` are the allocated local GPUs (empty on CPU); ``ports`` one loopback port
+    per TensorFlow worker (unused for PyTorch, where ``--standalone`` picks its own).
+    """
+    logs = job_dir / "logs"
+    script = str(job_dir / "script.py")
+    backend = "nccl" if spec.gpus else "gloo"
+    common = {"GPUHUB_DIST_BACKEND": backend, "PYTHONUNBUFFERED": "1"}
+    if spec.framework == "pytorch":
+        argv = [
+            python,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nnodes=1",
+            f"--nproc_per_node={streams(spec)}",
+            f"--log-dir={logs / 'torchrun'}",
+            "--redirects=3",
+            "--tee=3",
+            script,
+            *spec.args,
+        ]
+        return {
+            "cwd": str(cwd),
+            "procs": [{"argv": argv, "env": common, "log": str(logs / "agent.log")}],
+        }
+    hosts = [f"127.0.0.1:{p}" for p in ports]
+    per = spec.gpus_per_worker
+    procs = []
+    for i in range(spec.workers):
+        mine = devices[i * per : (i + 1) * per] if per else ()
+        tf_config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}}
+        env = {
+            **common,
+            "TF_CONFIG": json.dumps(tf_config, separators=(",", ":")),
+            "CUDA_VISIBLE_DEVICES": ",".join(map(str, mine)),
+        }
+        procs.append(
+            {
+                "argv": [python, script, *spec.args],
+                "env": env,
+                "log": str(logs / "workers" / str(i) / "output.log"),
+            }
+        )
+    return {"cwd": str(cwd), "procs": procs}
+
+
+def job_env(
+    spec: JobSpec, job_dir: Path, home: Path, alloc: Allocation | None, base: dict[str, str]
+) -> dict[str, str]:
+    """The environment of the wrapper (inherited by every job process): a few harmless
+    variables of ``base``, the GPUs and the markers.  No hub or service token."""
+    env = {k: base[k] for k in _KEEP_ENV if k in base}
+    if spec.image.local_env:
+        env["PATH"] = f"{spec.image.local_env}/bin:{env.get('PATH', '/usr/bin:/bin')}"
+    env.update(
+        HOME=str(home),
+        PYTHONUNBUFFERED="1",
+        GPUHUB_JOB_ID=spec.id,
+        GPUHUB_JOB_USER=spec.user,
+        **{JOB_ENV: str(job_dir)},
+    )
+    env.update(device_env(alloc))
+    return env
+
+
+def read_tail(path: Path, tail: int, max_bytes: int = 1 << 20) -> list[str]:
+    """The last ``tail`` lines of a text file (``[]`` when absent)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except OSError:
+        return []
+    return data.decode("utf-8", "replace").splitlines()[-tail:] if tail > 0 else []
+
+
+def rank_logs(job_dir: Path, framework: str, worker: int) -> list[Path]:
+    """Log files of one stream, oldest content first."""
+    if framework != "pytorch":
+        return [job_dir / "logs" / "workers" / str(worker) / "output.log"]
+    attempts = sorted(
+        (job_dir / "logs" / "torchrun").glob("*/attempt_*"), key=lambda p: p.stat().st_mtime
+    )
+    if not attempts:
+        return []
+    rank = attempts[-1] / str(worker)
+    return [rank / "stdout.log", rank / "stderr.log"]
+
+
+def marked_pids(job_dir: Path, proc: Path = Path("/proc")) -> list[int]:
+    """Live processes carrying ``GPUHUB_JOB=<job_dir>``: this job's, and only its."""
+    mark = f"{JOB_ENV}={job_dir}".encode() + b"\0"
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            env = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if (b"\0" + env).find(b"\0" + mark) >= 0:
+            found.append(int(entry.name))
+    return found
+
+
+# --- the backend ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Entry:
+    job: Job
+    streams: int
+    pid: int | None = None
+    pid_start: str | None = None
+    cancel_requested: bool = False
+    alloc: str | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job": self.job.to_json(),
+            "streams": self.streams,
+            "pid": self.pid,
+            "pid_start": self.pid_start,
+            "cancel_requested": self.cancel_requested,
+            "alloc": self.alloc,
+        }
+
+
+class LocalJobBackend(JobBackend):
+    """Jobs as supervised local processes (``torchrun`` or TensorFlow workers)."""
+
+    python = Unicode(
+        config=True,
+        help="""Python that runs jobs whose image has no ``local_env`` (default: the
+        service's own interpreter).  It must have torch (or tensorflow) installed.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    @default("python")
+    def _default_python(self) -> str:
+        return sys.executable
+
+    grace_period = Float(
+        10.0,
+        config=True,
+        help="""Seconds between SIGTERM and SIGKILL when a job is cancelled.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    poll_interval = Float(
+        0.5,
+        config=True,
+        help="""Seconds between checks of running jobs' processes.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    _entries: dict[str, _Entry]
+    _task: asyncio.Task[None] | None = None
+
+    # -- paths and stores ------------------------------------------------------------------
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    def workdir(self, user: str) -> Path:
+        """The user's working directory, the same as their notebook server's."""
+        return self.data_dir / "users" / user
+
+    @property
+    def store(self) -> LocalLedgerStore:
+        return local_store("", self.gpuhub, str(self.data_dir))[0]
+
+    def snapshot(self) -> Ledger:
+        return self.store.snapshot()
+
+    def capacity(self) -> dict[str, tuple[int, int | None]]:
+        store, inv = local_store("", self.gpuhub, str(self.data_dir))
+        ledger = store.snapshot()
+        return {
+            t: (sum(1 for d in inv.devices if d.type == t), len(ledger.free_devices(t) or []))
+            for t in self.gpuhub.gpu_types
+        }
+
+    def _save(self, e: _Entry) -> None:
+        d = self.jobs_dir / e.job.id
+        tmp = d / "job.json.tmp"
+        tmp.write_text(json.dumps(e.to_json(), indent=1))
+        os.replace(tmp, d / "job.json")
+
+    # -- life cycle --------------------------------------------------------------------------
+    async def recover(self) -> None:
+        self._entries = {}
+        self.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for path in sorted(self.jobs_dir.glob("*/job.json")):
+            try:
+                d = json.loads(path.read_text())
+                e = _Entry(
+                    job=Job.from_json(d["job"]),
+                    streams=int(d.get("streams", 1)),
+                    pid=d.get("pid"),
+                    pid_start=d.get("pid_start"),
+                    cancel_requested=bool(d.get("cancel_requested")),
+                    alloc=d.get("alloc"),
+                )
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                self.log.warning("gpuhub-jobs: skipping unreadable %s: %s", path, err)
+                continue
+            self._entries[e.job.id] = e
+            if not e.job.done:
+                if e.pid and alive(e.pid, e.pid_start):
+                    self.log.info("gpuhub-jobs: re-attached to job %s (pid %s)", e.job.id, e.pid)
+                else:
+                    self._finish(e)
+        self._task = asyncio.create_task(self._supervise())
+
+    async def shutdown(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _supervise(self) -> None:
+        while True:
+            for e in list(self._entries.values()):
+                if e.job.state == "Running" and self._ended(e):
+                    try:
+                        self._finish(e)
+                    except Exception:
+                        self.log.exception("gpuhub-jobs: finishing job %s failed", e.job.id)
+            await asyncio.sleep(self.poll_interval)
+
+    def _ended(self, e: _Entry) -> bool:
+        if e.proc is not None:
+            return e.proc.poll() is not None
+        return e.pid is None or not alive(e.pid, e.pid_start)
+
+    def _finish(self, e: _Entry) -> None:
+        """Record the outcome, kill stragglers, release the GPUs."""
+        job_dir = self.jobs_dir / e.job.id
+        for pid in marked_pids(job_dir):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        codes: list[int | None] = []
+        try:
+            result = json.loads((job_dir / "result.json").read_text())
+            code, codes = int(result["exit_code"]), list(result["codes"])
+        except (OSError, ValueError, KeyError, TypeError):
+            code = None
+        if e.cancel_requested:
+            job = e.job.ended("Cancelled", "cancelled by the user", codes)
+        elif code == 0:
+            job = e.job.ended("Succeeded", "all workers exited with code 0", [0] * e.job.workers)
+        elif code is None:
+            job = e.job.ended(
+                "Failed", "the job's supervisor ended without an exit code (killed?)", codes
+            )
+        else:
+            job = e.job.ended("Failed", f"exit code {code}; see the workers' logs", codes or [code])
+        if e.job.framework == "pytorch" and len(codes) == 1:
+            job = replace(
+                job,
+                worker_states=tuple(replace(w, exit_code=codes[0]) for w in job.worker_states),
+            )
+        e.job = job
+        e.proc = None
+        self.store.release(f"job:{e.job.id}")
+        self._save(e)
+        e.ended.set()
+        self.log.info("gpuhub-jobs: job %s %s: %s", job.id, job.state, job.message)
+
+    # -- jobs ------------------------------------------------------------------------------
+    async def submit(self, spec: JobSpec, groups: Iterable[str]) -> Job:
+        alloc = self.store.reserve(spec.key, spec.ledger_request(), groups, kind="job")
+        job = Job.from_spec(spec, group=alloc.group if alloc else spec.group)
+        e = _Entry(job=job, streams=streams(spec), alloc=encode(alloc) if alloc else None)
+        try:
+            proc = self._start(spec, alloc, e)
+        except Exception as err:
+            self.store.release(spec.key)
+            e.job = e.job.ended("Failed", f"the job could not be started: {err}", [])
+            if (self.jobs_dir / spec.id).is_dir():
+                self._save(e)
+            self.log.exception("gpuhub-jobs: starting job %s failed", spec.id)
+            return e.job
+        e.proc, e.pid, e.pid_start = proc, proc.pid, process_start(proc.pid)
+        e.job = replace(
+            e.job,
+            state="Running",
+            started=utcnow(),
+            worker_states=tuple(replace(w, state="Running") for w in e.job.worker_states),
+        )
+        self._save(e)
+        self.log.info(
+            "gpuhub-jobs: started job %s for %s (%d×%d %s, devices %s)",
+            spec.id,
+            spec.user,
+            spec.workers,
+            spec.gpus_per_worker,
+            spec.gpu_type or "CPU",
+            list(decode(e.alloc).devices) if e.alloc else [],
+        )
+        return e.job
+
+    def _start(self, spec: JobSpec, alloc: Allocation | None, e: _Entry) -> subprocess.Popen[bytes]:
+        """Write the job directory and start the wrapper in its own session."""
+        job_dir = self.jobs_dir / spec.id
+        job_dir.mkdir(parents=True, mode=0o700)
+        self._entries[spec.id] = e
+        self._save(e)
+        home = self.workdir(spec.user)
+        home.mkdir(parents=True, exist_ok=True)
+        (job_dir / "script.py").write_text(spec.script)
+        tf_ports = [_free_port() for _ in range(spec.workers)]
+        plan = launch_plan(
+            spec,
+            job_dir=job_dir,
+            cwd=home,
+            python=self._python_for(spec),
+            devices=alloc.devices if alloc else (),
+            ports=tf_ports if spec.framework == "tensorflow" else [],
+        )
+        (job_dir / "launch.json").write_text(json.dumps(plan, indent=1))
+        with (job_dir / "wrapper.log").open("ab") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "gpuhub.jobs.wrapper", str(job_dir)],
+                cwd=home,
+                env=job_env(spec, job_dir, home, alloc, dict(os.environ)),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def _python_for(self, spec: JobSpec) -> str:
+        if spec.image.local_env:
+            return str(Path(spec.image.local_env) / "bin" / "python")
+        return str(self.python)
+
+    async def get(self, job_id: str) -> Job | None:
+        e = self._entries.get(job_id)
+        return e.job if e else None
+
+    async def list_jobs(self, user: str) -> list[Job]:
+        mine = [e.job for e in self._entries.values() if e.job.user == user]
+        return sorted(mine, key=lambda j: j.created, reverse=True)
+
+    async def logs(self, job: Job, worker: int, tail: int) -> tuple[list[str], int]:
+        e = self._entries[job.id]
+        if not 0 <= worker < e.streams:
+            raise OptionError("worker", f"must be 0..{e.streams - 1} for this job")
+        job_dir = self.jobs_dir / job.id
+        lines: list[str] = []
+        for path in rank_logs(job_dir, job.framework, worker):
+            lines += read_tail(path, tail)
+        return lines[-tail:] if tail > 0 else [], e.streams
+
+    async def cancel(self, job: Job) -> Job:
+        e = self._entries[job.id]
+        e.cancel_requested = True
+        self._save(e)
+        self._signal(e, signal.SIGTERM)
+        if not await self._wait(e, self.grace_period):
+            self._signal(e, signal.SIGKILL)
+            await self._wait(e, 5)
+        if not e.job.done:
+            self._finish(e)
+        return e.job
+
+    async def _wait(self, e: _Entry, seconds: float) -> bool:
+        """Wait until the supervisor has recorded the end of ``e`` (``False``: timeout)."""
+        try:
+            await asyncio.wait_for(e.ended.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    def _signal(self, e: _Entry, sig: int) -> None:
+        """Signal the wrapper's process group (if it is still the process we started)
+        and, for SIGKILL, every straggler carrying this job's marker."""
+        if e.pid and alive(e.pid, e.pid_start):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if os.getpgid(e.pid) == e.pid:
+                    os.killpg(e.pid, sig)
+                else:
+                    os.kill(e.pid, sig)
+        if sig == signal.SIGKILL:
+            for pid in marked_pids(self.jobs_dir / e.job.id):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,136 @@
+"""What the handlers share: who is calling (from the hub), the config, the backend, and
+the live numbers of ``GET api/options``."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+from ..model import GpuhubConfig
+from ..profiles import chargeable_groups, default_image, visible_profiles
+from .backends.base import JobBackend
+from .errors import NotAllowed, NotAuthenticated
+from .policy import FRAMEWORKS
+
+_TOKEN = re.compile(r"(?:token|bearer)\s+(\S+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated user: name, *current* groups, and the catalog slug of the image
+    of their running default server (``None`` when none runs)."""
+
+    name: str
+    groups: tuple[str, ...]
+    server_image: str | None
+
+
+class JobsService:
+    """The service's state: ``hub_auth`` is a :class:`jupyterhub.services.auth.HubOAuth`."""
+
+    def __init__(
+        self,
+        gpuhub: GpuhubConfig,
+        backend: JobBackend,
+        hub_auth: Any,
+        max_workers: int,
+    ) -> None:
+        self.gpuhub = gpuhub
+        self.backend = backend
+        self.hub_auth = hub_auth
+        self.max_workers = max_workers
+
+    async def authenticate(self, header: str) -> Caller:
+        """Identify the caller by the hub token in ``Authorization``; then read the user's
+        current groups and server with the service's own token (``read:users:groups``,
+        ``read:servers``), never from a cache."""
+        m = _TOKEN.fullmatch(header.strip())
+        if not m:
+            raise NotAuthenticated(
+                "send a hub token: 'Authorization: token <token>' (see docs/jobs-api.md)"
+            )
+        model = await self.hub_auth.user_for_token(m.group(1), sync=False)
+        if not model:
+            raise NotAuthenticated("the hub does not accept this token")
+        if model.get("kind", "user") != "user":
+            raise NotAllowed("only users can run jobs")
+        if not self.hub_auth.check_scopes(self.hub_auth.access_scopes, model):
+            raise NotAllowed(
+                "this token may not use the jobs service "
+                f"(it needs {', '.join(sorted(self.hub_auth.access_scopes))})"
+            )
+        user = await self._hub_user(model["name"])
+        server = (user.get("servers") or {}).get("") or {}
+        image = (server.get("user_options") or {}).get("image") if server.get("ready") else None
+        return Caller(
+            name=model["name"],
+            groups=tuple(sorted(user.get("groups") or ())),
+            server_image=image if isinstance(image, str) else None,
+        )
+
+    async def _hub_user(self, name: str) -> dict[str, Any]:
+        url = f"{self.hub_auth.api_url.rstrip('/')}/users/{quote(name, safe='')}"
+        try:
+            r = await AsyncHTTPClient().fetch(
+                url, headers={"Authorization": f"token {self.hub_auth.api_token}"}
+            )
+        except HTTPClientError as e:
+            raise NotAllowed(f"the hub refused to describe user {name!r} ({e.code})") from e
+        data: dict[str, Any] = json.loads(r.body)
+        return data
+
+    def options(self, caller: Caller) -> dict[str, Any]:
+        """``GET api/options``: what the dialog may offer ``caller``, quota left live."""
+        cfg = self.gpuhub
+        visible = visible_profiles(cfg, caller.groups)
+        gpu_profiles = [p for p in visible if p.gpu is not None]
+        capacity = self.backend.capacity()
+        types = list(dict.fromkeys(t for p in gpu_profiles if p.gpu for t in p.gpu.types))
+        usage = self.backend.snapshot().usage()
+        groups = list(
+            dict.fromkeys(g for p in gpu_profiles for g in chargeable_groups(cfg, caller.groups, p))
+        )
+        group_rows = []
+        for g in groups:
+            q = cfg.quotas.for_group(g)
+            held = sum(a.gpus for a in usage if a.group == g)
+            quota = q.gpus if q else 0
+            group_rows.append({"group": g, "left": max(quota - held, 0), "quota": quota})
+        cap = cfg.quotas.per_user_gpus
+        user_left = (
+            None
+            if cap is None
+            else max(cap - sum(a.gpus for a in usage if a.user == caller.name), 0)
+        )
+        image = None
+        if visible:
+            slugs = {s for p in visible for s in p.images}
+            img = (
+                cfg.images[caller.server_image]
+                if caller.server_image in slugs and caller.server_image in cfg.images
+                else default_image(cfg, (gpu_profiles or visible)[0])
+            )
+            image = {"slug": img.slug, "display_name": img.display_name}
+        return {
+            "frameworks": list(FRAMEWORKS),
+            "gpu_types": [
+                {
+                    "slug": t,
+                    "display_name": cfg.gpu_types[t].display_name,
+                    "free": capacity.get(t, (0, 0))[1],
+                    "total": capacity.get(t, (0, 0))[0],
+                }
+                for t in types
+            ],
+            "groups": group_rows,
+            "user_left": user_left,
+            "max_workers": self.max_workers,
+            "gpu_counts": sorted({n for p in gpu_profiles if p.gpu for n in p.gpu.counts}),
+            "image": image,
+            **self.backend.options_extra(),
+        }

@@ -1,0 +1,17 @@
+// Command kube-apiserver wraps k8s.io/kubernetes/cmd/kube-apiserver/app (see tests/cluster/setup.sh).
+package main
+
+import (
+	"os"
+	_ "time/tzdata" // CronJob time-zone validation
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"
+	_ "k8s.io/component-base/metrics/prometheus/clientgo"
+	_ "k8s.io/component-base/metrics/prometheus/version"
+	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+)
+
+func main() {
+	os.Exit(cli.Run(app.NewAPIServerCommand()))
+}

@@ -1,0 +1,18 @@
+// Command kube-controller-manager wraps k8s.io/kubernetes/cmd/kube-controller-manager/app
+// (see tests/cluster/setup.sh).
+package main
+
+import (
+	"os"
+	_ "time/tzdata" // CronJob time-zone validation
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"
+	_ "k8s.io/component-base/metrics/prometheus/clientgo"
+	_ "k8s.io/component-base/metrics/prometheus/version"
+	"k8s.io/kubernetes/cmd/kube-controller-manager/app"
+)
+
+func main() {
+	os.Exit(cli.Run(app.NewControllerManagerCommand()))
+}

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Builds the binaries of the local Kubernetes test bed from the Go module proxy:
+#   etcd 3.5 (wrapper module around etcdmain.Main),
+#   kube-apiserver, kube-scheduler, kube-controller-manager (one wrapper module requiring
+#   k8s.io/kubernetes with a replace list generated from its go.mod, version ldflags),
+#   kwok (go install) plus its Stage YAMLs.
+# Results are cached outside the repository in $GPUHUB_CACHE/k8s/<name>-<version>/ and
+# keyed by version (and by the hash of the wrapper sources); a cached run prints nothing.
+# Prints the cache directory to stdout with --print-dir.
+set -euo pipefail
+
+K8S_VERSION="${GPUHUB_K8S_VERSION:-v1.33.13}"
+ETCD_VERSION="${GPUHUB_ETCD_VERSION:-v3.5.21}"
+KWOK_VERSION="${GPUHUB_KWOK_VERSION:-v0.7.0}"
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CACHE="${GPUHUB_CACHE:-$HOME/.cache/gpuhub}/k8s"
+
+if [ "${1:-}" = "--print-dir" ]; then echo "$CACHE"; exit 0; fi
+
+# GOPROXY and GOSUMDB stay as the machine sets them.
+export CGO_ENABLED=0 GOTOOLCHAIN=local
+export GOFLAGS="-p=2 -buildvcs=false"
+
+log() { printf '[tests/cluster/setup] %s\n' "$*" >&2; }
+
+# stamp NAME VERSION: the key a finished build in DIR must carry (version + wrapper sources).
+stamp() {
+  { echo "$2"; find "$HERE/go/$1" -name '*.go' -type f 2>/dev/null | sort | xargs -r cat || true; } | sha256sum | cut -c1-16
+}
+
+is_built() { [ -f "$1/.complete" ] && [ "$(cat "$1/.complete")" = "$2" ]; }
+
+build_etcd() {
+  local dir="$CACHE/etcd-$ETCD_VERSION" key
+  key="$(stamp etcd "$ETCD_VERSION")"
+  is_built "$dir" "$key" && return 0
+  log "building etcd $ETCD_VERSION into $dir"
+  rm -rf "$dir"; mkdir -p "$dir/src" "$dir/bin"
+  cp "$HERE/go/etcd/main.go" "$dir/src/"
+  (
+    cd "$dir/src"
+    go mod init gpuhub.local/testbed/etcd >/dev/null 2>&1
+    go mod edit -go=1.24.0 -require="go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+    go mod tidy >/dev/null
+    go build -trimpath -o "$dir/bin/etcd" .
+  )
+  echo "$key" > "$dir/.complete"
+}
+
+# k8s_replaces GOMOD VERSION: "-replace=k8s.io/x=k8s.io/x@v0.N.P" for every staging module.
+k8s_replaces() {
+  local staging="v0.${2#v1.}"
+  sed -n 's#^[[:space:]]*\(k8s\.io/[A-Za-z0-9._-]*\) => \./staging/.*#\1#p' "$1" |
+    while read -r m; do printf -- '-replace=%s=%s@%s\n' "$m" "$m" "$staging"; done
+}
+
+k8s_ldflags() {
+  local v="$1" minor date flags="-s -w" pkg
+  minor="${v#v1.}"; minor="${minor%%.*}"
+  date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    flags+=" -X $pkg.gitTreeState=clean -X $pkg.gitCommit=0000000000000000000000000000000000000000"
+    flags+=" -X $pkg.buildDate=$date"
+  done
+  echo "$flags"
+}
+
+build_kubernetes() {
+  local dir="$CACHE/kubernetes-$K8S_VERSION" key gomod
+  key="$(stamp kubernetes "$K8S_VERSION")"
+  is_built "$dir" "$key" && return 0
+  log "building kube-apiserver, kube-scheduler, kube-controller-manager $K8S_VERSION into $dir (slow, first run only)"
+  rm -rf "$dir"; mkdir -p "$dir/src" "$dir/bin"
+  cp -r "$HERE/go/kubernetes/cmd" "$dir/src/"
+  (
+    cd "$dir/src"
+    go mod init gpuhub.local/testbed/kubernetes >/dev/null 2>&1
+    gomod="$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",*$/\1/p')"
+    local goline
+    goline="$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$gomod")"
+    go mod edit -go="$goline" -require="k8s.io/kubernetes@$K8S_VERSION"
+    # shellcheck disable=SC2046
+    go mod edit $(k8s_replaces "$gomod" "$K8S_VERSION")
+    if grep -q '^godebug' "$gomod"; then
+      sed -n '/^godebug/p' "$gomod" >> go.mod
+    fi
+    go mod tidy >/dev/null
+    go build -trimpath -ldflags "$(k8s_ldflags "$K8S_VERSION")" -o "$dir/bin/" ./cmd/...
+  )
+  echo "$key" > "$dir/.complete"
+}
+
+build_kwok() {
+  local dir="$CACHE/kwok-$KWOK_VERSION" key src
+  key="$(stamp kwok "$KWOK_VERSION")"
+  is_built "$dir" "$key" && return 0
+  log "building kwok $KWOK_VERSION into $dir"
+  rm -rf "$dir"; mkdir -p "$dir/bin" "$dir/stages"
+  GOBIN="$dir/bin" go install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  src="$(cd /tmp && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')"
+  local f
+  for f in "$src"/kustomize/stage/node/fast/*.yaml "$src"/kustomize/stage/node/heartbeat-with-lease/*.yaml \
+           "$src"/kustomize/stage/pod/fast/*.yaml; do
+    case "$(basename "$f")" in kustomization.yaml) ;; *) cp "$f" "$dir/stages/" ;; esac
+  done
+  chmod u+w "$dir"/stages/*.yaml
+  echo "$key" > "$dir/.complete"
+}
+
+mkdir -p "$CACHE"
+build_etcd
+build_kwok
+build_kubernetes

@@ -1,0 +1,284 @@
+"""The jobs service for real: a hub with its managed ``gpuhub-jobs`` service, reached
+through the proxy with users' tokens, running notebooks with real ``torchrun`` (PyTorch
+DDP on CPU with gloo).  Needs torch in the venv (``gpuhub_torch`` in scripts/bootstrap.sh).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from test_local_hub import ledger_keys, spawn
+
+from hubproc import Hub, auth
+
+pytestmark = pytest.mark.integration
+
+torch_missing = False
+try:  # only the spec: importing torch itself takes seconds
+    import importlib.util
+
+    torch_missing = importlib.util.find_spec("torch") is None
+except ImportError:  # pragma: no cover
+    torch_missing = True
+
+
+def code(src: str) -> dict[str, Any]:
+    return {
+        "cell_type": "code",
+        "metadata": {},
+        "source": src,
+        "outputs": [],
+        "execution_count": None,
+    }
+
+
+def notebook(*cells: str) -> dict[str, Any]:
+    return {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
+        "cells": [{"cell_type": "markdown", "metadata": {}, "source": "# Train"}]
+        + [code(c) for c in cells],
+    }
+
+
+DDP = notebook(
+    "%matplotlib inline\nimport os\nimport torch\nimport torch.distributed as dist",
+    "dist.init_process_group(os.environ.get('GPUHUB_DIST_BACKEND', 'gloo'))\n"
+    "rank, world = dist.get_rank(), dist.get_world_size()\n"
+    "torch.manual_seed(0)\n"
+    "model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 1))\n"
+    "opt = torch.optim.SGD(model.parameters(), lr=0.05)\n"
+    "x = torch.randn(64, 4)\n"
+    "y = x.sum(1, keepdim=True)",
+    "for step in range(30):\n"
+    "    opt.zero_grad()\n"
+    "    loss = torch.nn.functional.mse_loss(model(x), y)\n"
+    "    loss.backward()\n"
+    "    opt.step()\n"
+    "print(f'rank {rank}/{world} loss {loss.item():.4f}', flush=True)\n"
+    "dist.destroy_process_group()",
+)
+
+# waits (without importing torch) until the test drops a file into the working dir
+WAIT = notebook(
+    "import os, sys, time\n"
+    "print('waiting', os.environ.get('RANK'), flush=True)\n"
+    "while not os.path.exists('release-' + sys.argv[1]):\n"
+    "    time.sleep(0.2)\n"
+    "print('released', os.environ.get('RANK'), flush=True)"
+)
+
+
+class Jobs:
+    """The service's HTTP API through the hub, as one user."""
+
+    def __init__(self, hub: Hub, user: str) -> None:
+        self.hub, self.user = hub, user
+        self.token = hub.token(user)
+        self.base = f"{hub.url}/services/gpuhub-jobs/api"
+
+    def call(self, method: str, path: str, **kw: Any) -> requests.Response:
+        return requests.request(
+            method, f"{self.base}/{path}", headers=auth(self.token), timeout=60, **kw
+        )
+
+    def submit(self, nb: dict[str, Any], **opts: Any) -> requests.Response:
+        body = {
+            "notebook": nb,
+            "path": "work/train.ipynb",
+            "framework": "pytorch",
+            "workers": 2,
+            "gpus_per_worker": 0,
+            **opts,
+        }
+        return self.call("POST", "jobs", json=body)
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        r = self.call("GET", f"jobs/{job_id}")
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    def wait(self, job_id: str, states: tuple[str, ...], timeout: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        job: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            job = self.get(job_id)
+            if job["state"] in states:
+                return job
+            time.sleep(0.3)
+        raise TimeoutError(f"job {job_id} still {job.get('state')}: {self.logs(job_id)}")
+
+    def logs(self, job_id: str, worker: int = 0) -> list[str]:
+        r = self.call("GET", f"jobs/{job_id}/logs?worker={worker}&tail=200")
+        assert r.status_code == 200, r.text
+        return list(r.json()["lines"])
+
+
+def job_pids(hub: Hub) -> list[int]:
+    """Processes of this hub's jobs (they carry GPUHUB_JOB=<data>/jobs/<id>)."""
+    mark = f"GPUHUB_JOB={hub.data_dir}/jobs/".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if mark in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+    return found
+
+
+def service_pid(hub: Hub) -> int | None:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmd = (entry / "cmdline").read_bytes()
+            env = (entry / "environ").read_bytes()
+            if b"gpuhub.jobs\0" in cmd and f"GPUHUB_DATA={hub.data_dir}\0".encode() in env:
+                return int(entry.name)
+    return None
+
+
+@pytest.fixture
+def jobs_hub(hub_factory: Callable[..., Hub]) -> Iterator[Hub]:
+    if torch_missing:
+        pytest.fail("torch is not installed: run `source scripts/bootstrap.sh && gpuhub_torch`")
+    hub = hub_factory()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the managed service starts after the hub
+        with contextlib.suppress(requests.RequestException):
+            r = requests.get(f"{hub.url}/services/gpuhub-jobs/api/jobs", timeout=5)
+            if r.status_code == 401:
+                break
+        time.sleep(0.3)
+    else:
+        raise TimeoutError(f"jobs service did not come up:\n{hub.log_tail()}")
+    yield hub
+    for pid in job_pids(hub):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_ddp_notebook_runs_to_success_with_both_ranks(jobs_hub: Hub):
+    alice = Jobs(jobs_hub, "alice")
+    r = alice.submit(DDP)
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["state"] == "Running" and job["user"] == "alice" and job["name"] == "train"
+    assert job["image"] == "python" and job["gpus_per_worker"] == 0
+    assert ledger_keys(jobs_hub) == {}  # CPU workers hold no GPU
+    done = alice.wait(job["id"], ("Succeeded", "Failed"))
+    logs = {w: alice.logs(job["id"], w) for w in (0, 1)}
+    assert done["state"] == "Succeeded", (done, logs)
+    assert [w["exit_code"] for w in done["worker_states"]] == [0, 0]
+    for w in (0, 1):
+        assert any(line.startswith(f"rank {w}/2 loss ") for line in logs[w]), logs
+    listed = alice.call("GET", "jobs").json()["jobs"]
+    assert [j["id"] for j in listed] == [job["id"]]
+    # the script ran from alice's working directory, the notebook's
+    assert (jobs_hub.data_dir / "users" / "alice").is_dir()
+    # others see nothing and may do nothing
+    bob = Jobs(jobs_hub, "bob")
+    assert bob.call("GET", f"jobs/{job['id']}").status_code == 404
+    assert bob.call("GET", f"jobs/{job['id']}/logs").status_code == 404
+    assert bob.call("DELETE", f"jobs/{job['id']}").status_code == 403
+    assert bob.call("GET", "jobs").json() == {"jobs": []}
+    assert alice.call("DELETE", f"jobs/{job['id']}").status_code == 409
+    assert requests.get(f"{alice.base}/jobs", timeout=10).status_code == 401
+
+
+def test_cancel_stops_every_process(jobs_hub: Hub):
+    alice = Jobs(jobs_hub, "alice")
+    job = alice.submit(WAIT, args=["never"]).json()
+    deadline = time.monotonic() + 60
+    while not all(any("waiting" in ln for ln in alice.logs(job["id"], w)) for w in (0, 1)):
+        assert time.monotonic() < deadline, alice.logs(job["id"])
+        time.sleep(0.3)
+    pids = job_pids(jobs_hub)
+    assert len(pids) >= 4  # wrapper, torchrun, 2 workers
+    r = alice.call("DELETE", f"jobs/{job['id']}")
+    assert r.status_code == 202, r.text
+    assert r.json()["state"] == "Cancelled"
+    assert job_pids(jobs_hub) == []
+    assert all(not Path(f"/proc/{p}").exists() for p in pids)
+    assert alice.get(job["id"])["state"] == "Cancelled"
+
+
+def test_job_gpus_share_the_notebook_quota(jobs_hub: Hub):
+    alice, bob = Jobs(jobs_hub, "alice"), Jobs(jobs_hub, "bob")
+    r = alice.submit(WAIT, args=["gpu"], gpus_per_worker=1, gpu_type="a100", group="vision")
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["group"] == "vision"
+    assert ledger_keys(jobs_hub) == {f"job:{job['id']}": (0, 1)}
+    # a notebook is denied while the job holds the group's quota, with the same story
+    r = spawn(jobs_hub, "bob", bob.token, {"profile": "gpu", "gpus": 1})
+    assert r.status_code == 403
+    story = "group vision uses 2 of 2 GPUs: alice 2 (since"
+    assert story in r.json()["message"] and "1 in job" in r.json()["message"]
+    # and so is another job, with the same explanation, and nothing is started
+    r = bob.submit(WAIT, args=["x"], workers=1, gpus_per_worker=1, gpu_type="a100")
+    assert r.status_code == 403, r.text
+    assert r.json()["status"] == 403 and story in r.json()["message"]
+    assert bob.call("GET", "jobs").json() == {"jobs": []}
+    opts = bob.call("GET", "options").json()
+    assert "groups" in opts, opts
+    assert opts["groups"] == [{"group": "vision", "left": 0, "quota": 2}]
+    assert {"slug": "a100", "display_name": "A100", "free": 2, "total": 4} in opts["gpu_types"]
+    (jobs_hub.data_dir / "users" / "alice" / "release-gpu").touch()
+    assert alice.wait(job["id"], ("Succeeded", "Failed"))["state"] == "Succeeded"
+    assert ledger_keys(jobs_hub) == {}
+    r = spawn(jobs_hub, "bob", bob.token, {"profile": "gpu", "gpus": 1})
+    assert r.status_code in (201, 202), r.text
+
+
+def test_forged_job_requests_are_refused(jobs_hub: Hub):
+    bob = Jobs(jobs_hub, "bob")
+    cases = [
+        ({"image": "ghcr.io/evil/miner:latest"}, "image"),
+        ({"workers": 0}, "workers"),
+        ({"workers": "2; rm -rf /"}, "workers"),
+        ({"gpus_per_worker": 1, "gpu_type": "a100", "group": "nlp"}, "group"),
+        ({"framework": "jax"}, "framework"),
+        ({"args": ["a\nb"]}, "args"),
+        ({"pod_spec": {}}, "pod_spec"),
+    ]
+    for opts, field in cases:
+        r = bob.submit(DDP, **opts)
+        assert r.status_code == 400, (opts, r.text)
+        assert r.json()["field"] == field, r.text
+    r = bob.submit(notebook("import os", "!nvidia-smi"))
+    assert r.status_code == 400 and "cell 3" in r.json()["message"], r.text
+    assert bob.call("GET", "jobs").json() == {"jobs": []}
+
+
+def test_running_job_survives_a_service_restart(jobs_hub: Hub):
+    alice = Jobs(jobs_hub, "alice")
+    job = alice.submit(WAIT, args=["restart"]).json()
+    old = service_pid(jobs_hub)
+    assert old is not None
+    os.kill(old, signal.SIGKILL)
+    # the hub restarts its managed service (it polls every ~30 s)
+    deadline = time.monotonic() + 90
+    while True:
+        new = service_pid(jobs_hub)
+        with contextlib.suppress(requests.RequestException):
+            r = alice.call("GET", "jobs")
+            if new not in (None, old) and r.status_code == 200:
+                break
+        assert time.monotonic() < deadline, jobs_hub.log_tail()
+        time.sleep(0.5)
+    assert [j["id"] for j in r.json()["jobs"]] == [job["id"]]
+    assert r.json()["jobs"][0]["state"] == "Running"
+    (jobs_hub.data_dir / "users" / "alice" / "release-restart").touch()
+    done = alice.wait(job["id"], ("Succeeded", "Failed"))
+    assert done["state"] == "Succeeded", done
+    assert any("released" in ln for ln in alice.logs(job["id"], 1))

@@ -1,0 +1,200 @@
+"""Job request validation and notebook → script: pure, plain dicts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gpuhub.errors import OptionError
+from gpuhub.jobs.backends.local import launch_plan, streams
+from gpuhub.jobs.policy import notebook_to_script, validate_job
+from gpuhub.model import GpuhubConfig
+
+
+def nb(*sources: str) -> dict[str, Any]:
+    return {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {},
+        "cells": [
+            {"cell_type": "markdown", "metadata": {}, "source": "# title"},
+            *(
+                {
+                    "cell_type": "code",
+                    "metadata": {},
+                    "source": s,
+                    "outputs": [],
+                    "execution_count": None,
+                }
+                for s in sources
+            ),
+        ],
+    }
+
+
+def job(config: GpuhubConfig, user: str = "bob", groups=("vision",), **body: Any):
+    body = {"framework": "pytorch", "workers": 2, "gpus_per_worker": 1, **body}
+    return validate_job(
+        config,
+        user,
+        list(groups),
+        body,
+        job_id="abc123",
+        max_workers=8,
+        server_image=body.pop("_server_image", None),
+        script="print(1)\n",
+    )
+
+
+def refused(config: GpuhubConfig, **body: Any) -> str:
+    with pytest.raises(OptionError) as e:
+        job(config, **body)
+    return e.value.field
+
+
+def test_valid_gpu_job_becomes_a_ledger_request(config):
+    spec = job(config, gpu_type="h100", group="vision", args=["--epochs", "3"])
+    assert (spec.workers, spec.gpus_per_worker, spec.gpus) == (2, 1, 2)
+    assert spec.key == "job:abc123" and spec.args == ("--epochs", "3")
+    req = spec.ledger_request()
+    assert (req.user, req.gpus, req.gpu_type, req.group) == ("bob", 2, "h100", "vision")
+    assert req.profile.slug == "gpu" and req.image.slug == "torch"
+
+
+def test_cpu_job_holds_no_gpu_and_defaults_to_the_server_image(config):
+    spec = job(config, gpus_per_worker=0, _server_image="scipy")
+    assert spec.gpus == 0 and spec.gpu_type is None
+    assert spec.image.slug == "scipy" and spec.ledger_request().gpus == 0
+    # a GPU job cannot use an image that no GPU profile offers: falls back to the default
+    assert job(config, _server_image="scipy").image.slug == "torch"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"image": "ghcr.io/evil/miner:latest"}, "image"),
+        ({"image": "scipy"}, "image"),  # in the catalog but not on a GPU profile
+        ({"workers": 0}, "workers"),
+        ({"workers": -1}, "workers"),
+        ({"workers": 1000}, "workers"),
+        ({"workers": "2; rm -rf /"}, "workers"),
+        ({"workers": True}, "workers"),
+        ({"gpus_per_worker": 3}, "gpus_per_worker"),
+        ({"gpus_per_worker": 8}, "gpus_per_worker"),  # only the hidden profile offers 8
+        ({"gpus_per_worker": -1}, "gpus_per_worker"),
+        ({"gpus_per_worker": "1"}, "gpus_per_worker"),
+        ({"gpu_type": "b200"}, "gpu_type"),
+        ({"gpu_type": "a100\n"}, "gpu_type"),
+        ({"gpus_per_worker": 0, "gpu_type": "a100"}, "gpu_type"),
+        ({"group": "nlp"}, "group"),  # bob is not in nlp
+        ({"group": "admins"}, "group"),
+        ({"framework": "jax"}, "framework"),
+        ({"args": "--x"}, "args"),
+        ({"args": ["ok", "a\nb"]}, "args"),
+        ({"args": ["nul\x00"]}, "args"),
+        ({"args": [1]}, "args"),
+        ({"path": "a\nb.ipynb"}, "path"),
+        ({"pod_spec": {"hostPID": True}}, "pod_spec"),
+    ],
+)
+def test_forged_fields_are_refused_by_name(config, body, field):
+    assert refused(config, **body) == field
+
+
+def test_hidden_gpu_type_is_refused(raw):
+    from gpuhub.config import parse_config
+
+    raw["profiles"][1]["gpu"]["types"] = ["a100"]  # h100 only on the admins' profile
+    cfg = parse_config(raw)
+    with pytest.raises(OptionError) as e:
+        job(cfg, gpu_type="h100")
+    assert e.value.field == "gpu_type" and "a100" in e.value.problem
+
+
+def test_user_without_profiles_is_refused(config):
+    with pytest.raises(OptionError) as e:
+        job(config, user="eve", groups=("nobody",), gpus_per_worker=1)
+    assert e.value.field == "gpus_per_worker"
+
+
+def test_max_workers_is_configurable(config):
+    with pytest.raises(OptionError, match="1..2"):
+        validate_job(
+            config, "bob", ["vision"], {"workers": 3}, job_id="x", max_workers=2, script=""
+        )
+
+
+def test_magic_cells_are_refused_naming_the_cell():
+    with pytest.raises(OptionError) as e:
+        notebook_to_script(nb("import torch", "%matplotlib widget\nx = 1"))
+    assert e.value.field == "notebook"
+    assert str(e.value) == (
+        "notebook: cell 3 uses the IPython magic '%matplotlib'; "
+        "remove it or move it into a non-code cell"
+    )
+    for src, word in [
+        ("!pip install x", "shell escape"),
+        ("files = !ls", "shell escape"),
+        ("%%time\nx = 1", "'%%time'"),
+        ("get_ipython().run_line_magic('x', '')", "get_ipython()"),
+        ("len?", "IPython-only syntax"),
+    ]:
+        with pytest.raises(OptionError, match=f"cell 2 uses .*{word}"):
+            notebook_to_script(nb(src))
+
+
+def test_allowed_magics_are_stripped_and_strings_left_alone():
+    script = notebook_to_script(nb("%matplotlib inline\nq = '''\n%not a magic\n'''\nprint(q)"))
+    assert "# gpuhub: stripped %matplotlib inline" in script
+    assert "%not a magic" in script and "get_ipython" not in script
+    compile(script, "script.py", "exec")
+
+
+def test_not_a_notebook_is_refused():
+    for bad in (None, [], {"nbformat": 3, "cells": []}, {"nbformat": 4, "cells": "x"}):
+        with pytest.raises(OptionError) as e:
+            notebook_to_script(bad)
+        assert e.value.field == "notebook"
+
+
+def test_local_launch_plans(config, tmp_path):
+    spec = job(config, workers=2, gpus_per_worker=2, args=["--lr", "0.1"])
+    assert streams(spec) == 4
+    plan = launch_plan(
+        spec, job_dir=tmp_path, cwd=tmp_path / "home", python="py", devices=(0, 1, 2, 3), ports=[]
+    )
+    (proc,) = plan["procs"]
+    assert proc["argv"] == [
+        "py",
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes=1",
+        "--nproc_per_node=4",
+        f"--log-dir={tmp_path / 'logs' / 'torchrun'}",
+        "--redirects=3",
+        "--tee=3",
+        str(tmp_path / "script.py"),
+        "--lr",
+        "0.1",
+    ]
+    assert proc["env"]["GPUHUB_DIST_BACKEND"] == "nccl"
+    cpu = job(config, workers=3, gpus_per_worker=0)
+    assert streams(cpu) == 3
+    assert (
+        launch_plan(cpu, job_dir=tmp_path, cwd=tmp_path, python="py", devices=(), ports=[])[
+            "procs"
+        ][0]["env"]["GPUHUB_DIST_BACKEND"]
+        == "gloo"
+    )
+    tf = job(config, framework="tensorflow", workers=2, gpus_per_worker=1)
+    plan = launch_plan(
+        tf, job_dir=tmp_path, cwd=tmp_path, python="py", devices=(4, 5), ports=[1111, 2222]
+    )
+    envs = [p["env"] for p in plan["procs"]]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["4", "5"]
+    assert envs[1]["TF_CONFIG"] == (
+        '{"cluster":{"worker":["127.0.0.1:1111","127.0.0.1:2222"]},'
+        '"task":{"type":"worker","index":1}}'
+    )
