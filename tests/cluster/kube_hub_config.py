@@ -46,3 +46,6 @@ c.GPUKubeSpawner.tolerations = [
 c.GPUKubeSpawner.storage_pvc_ensure = False
 c.GPUKubeSpawner.events_enabled = True
 c.GPUKubeSpawner.node_selector = json.loads(os.environ.get("GPUHUB_NODE_SELECTOR", "{}"))
+c.GPUKubeSpawner.k8s_api_request_retry_timeout = int(
+    os.environ.get("GPUHUB_K8S_RETRY_TIMEOUT", "30")
+)

@@ -297,3 +297,32 @@ def test_cuda13_images_only_land_on_drivers_from_580(
     assert text.startswith("No node can take an A100 right now"), (message, text)
     assert "driver too old" in text or "no free GPU" in text, text
     assert new  # the fleet has new-driver A100 nodes the pod was considered for
+
+
+def test_without_gpuhub_rbac_the_spawn_fails_clearly(
+    k8s_cluster: Cluster, namespace: str, gpu_node: ProcessNode, tmp_path: Path
+):
+    """With only Zero to JupyterHub's own hub Role (no gpuhub ClusterRoles), a GPU spawn
+    fails with a message that names the missing permission and the file that grants it."""
+    from testbed.apply import apply, load_yaml
+    from testbed.kubeconfig import write_kubeconfig
+    from testbed.rbac import HUB_RBAC, _retarget, service_account_token
+
+    apply(k8s_cluster.api, [_retarget(d, namespace) for d in load_yaml(HUB_RBAC)])
+    token = service_account_token(k8s_cluster.api, namespace)
+    kubeconfig = write_kubeconfig(tmp_path / "z2jh-only.kubeconfig", k8s_cluster.server,
+                                  k8s_cluster.ca_file, token, "z2jh-hub")
+    hub = Hub(tmp_path / "hub", CONFIG, config_file=HERE / "kube_hub_config.py", extra_env={
+        "KUBECONFIG": str(kubeconfig), "GPUHUB_K8S_NAMESPACE": namespace,
+        "GPUHUB_WATCH_NAMESPACES": json.dumps([namespace]), "GPUHUB_K8S_RETRY_TIMEOUT": "5",
+        "GPUHUB_NODE_SELECTOR": json.dumps({"gpuhub.dev/test-node": gpu_node.name})})
+    hub.start()
+    try:
+        r = spawn(hub, "alice", hub.token("alice"), {"profile": "gpu"})
+        assert r.status_code == 503, r.text
+        msg = r.json()["message"]
+        assert "may not list/watch nodes (403 Forbidden)" in msg, msg
+        assert "apply helm-values/manifests/rbac.yaml" in msg
+        assert not k8s_cluster.core.list_namespaced_pod(namespace).items  # nothing half-made
+    finally:
+        hub.stop()

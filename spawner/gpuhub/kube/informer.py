@@ -50,6 +50,7 @@ class Informer:
         self.timeout_seconds = timeout_seconds
         self.objects: dict[str, dict[str, Any]] = {}
         self.list_calls = 0
+        self.last_error: str | None = None
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -83,6 +84,9 @@ class Informer:
         self.list_calls += 1
         resp = await self.list_method(**self.kwargs, _preload_content=False)
         data = json.loads(await resp.read())
+        if getattr(resp, "status", 200) >= 400 or data.get("kind") == "Status":
+            raise ApiException(status=data.get("code", getattr(resp, "status", 0)),
+                               reason=data.get("message", "list failed"))
         self.objects = {object_key(o): o for o in data.get("items", [])}
         for fn in self.relist_listeners:
             fn(list(self.objects.values()))
@@ -126,11 +130,18 @@ class Informer:
                 if e.status == 410:  # resource version too old: re-list
                     rv = None
                     continue
+                self.last_error = f"{e.status} {e.reason}".strip()
+                if e.status == 403:
+                    self.last_error = (
+                        f"the hub's service account may not list/watch {self.kind} "
+                        f"(403 Forbidden); apply helm-values/manifests/rbac.yaml"
+                    )
                 log.warning("watch of %s failed (%s); retrying in %.1fs", self.kind, e, delay)
                 rv = None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30)
             except Exception as e:  # noqa: BLE001 - keep the cache alive across API trouble
+                self.last_error = str(e) or type(e).__name__
                 log.warning("watch of %s failed (%s); retrying in %.1fs", self.kind, e, delay)
                 rv = None
                 await asyncio.sleep(delay)

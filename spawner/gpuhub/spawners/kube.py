@@ -132,8 +132,12 @@ class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
         try:
             await self.gpuhub_caches_ready()
         except TimeoutError as e:
+            pods, nodes = self._informers()
+            problems = sorted({i.last_error for i in [*pods, nodes] if i.last_error})
+            detail = f": {'; '.join(problems)}" if problems else "; try again shortly"
+            self.log.error("gpuhub: GPU usage could not be read from the cluster%s", detail)
             raise web.HTTPError(
-                503, "GPU usage is still being read from the cluster; try again shortly"
+                503, "%s", f"GPU usage could not be read from the cluster{detail}"
             ) from e
         request, alloc = self.claim_resources()  # synchronous: no await from check to reserve
         self._gpuhub_request = request
