@@ -15,12 +15,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from conftest import CONFIG  # noqa: E402
-
 from gpuhub.config import parse_config  # noqa: E402
 from gpuhub.inventory import declared  # noqa: E402
 from gpuhub.localstate import LocalLedgerStore  # noqa: E402
 from gpuhub.profiles import validate_options  # noqa: E402
+from localconfig import CONFIG  # noqa: E402
 
 
 def main() -> None:

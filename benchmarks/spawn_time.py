@@ -21,9 +21,8 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from conftest import CONFIG  # noqa: E402
-
 from hubproc import Hub, auth  # noqa: E402
+from localconfig import CONFIG  # noqa: E402
 
 
 def time_to_ready(hub: Hub, user: str, token: str, options: dict | None) -> float:

@@ -28,6 +28,9 @@ from .ledger import Device, Ledger
 from .model import Allocation, GpuhubConfig, Kind, SpawnRequest
 
 ENV_MARKER = "GPUHUB_ALLOCATION"
+#: which ledger (its state directory) a marked process belongs to: two gpuhub instances on
+#: one machine (e.g. parallel test runs) never count each other's processes
+LEDGER_MARKER = "GPUHUB_LEDGER"
 _MARKER_BYTES = ENV_MARKER.encode() + b"="
 
 
@@ -59,9 +62,10 @@ def alive(pid: int, start: str | None) -> bool:
     return now is not None and (start is None or now == start)
 
 
-def scan_processes(proc: Path = Path("/proc")) -> dict[str, tuple[Allocation, int]]:
-    """Allocations carried by live processes, by key (with one PID holding each)."""
+def scan_processes(ledger: str, proc: Path = Path("/proc")) -> dict[str, tuple[Allocation, int]]:
+    """Allocations carried by live processes of ``ledger``, by key (with one PID each)."""
     found: dict[str, tuple[Allocation, int]] = {}
+    ledger_mark = f"{LEDGER_MARKER}={ledger}".encode() + b"\0"
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -69,7 +73,7 @@ def scan_processes(proc: Path = Path("/proc")) -> dict[str, tuple[Allocation, in
             env = (entry / "environ").read_bytes()
         except OSError:
             continue
-        if _MARKER_BYTES not in env:
+        if _MARKER_BYTES not in env or ledger_mark not in env + b"\0":
             continue
         for item in env.split(b"\0"):
             if item.startswith(_MARKER_BYTES):
@@ -91,7 +95,7 @@ class LocalLedgerStore:
         config: GpuhubConfig,
         devices: Iterable[Device],
         state_dir: Path,
-        scan: Callable[[], dict[str, tuple[Allocation, int]]] = scan_processes,
+        scan: Callable[[str], dict[str, tuple[Allocation, int]]] = scan_processes,
     ) -> None:
         self.config = config
         self.devices = tuple(devices)
@@ -99,6 +103,7 @@ class LocalLedgerStore:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = self.state_dir / "ledger.json"
         self.lock_path = self.state_dir / "ledger.lock"
+        self.ledger_id = str(self.state_dir.resolve())
         self._scan = scan
         self._me = (os.getpid(), process_start(os.getpid()))
 
@@ -120,7 +125,7 @@ class LocalLedgerStore:
         fd = os.open(self.lock_path, os.O_CREAT | os.O_RDWR, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            running = self._scan()
+            running = self._scan(self.ledger_id)
             records = []
             for r in self._load():
                 key = r["alloc"]["key"]

@@ -23,29 +23,35 @@ c.SharedPasswordAuthenticator.user_password = read_or_create_secret(data / "pass
 c.SharedPasswordAuthenticator.admin_password = read_or_create_secret(data / "admin-password", 32)[0]
 apply_groups_and_users(c, cfg)
 
-c.GPUKubeSpawner.namespace = os.environ["GPUHUB_K8S_NAMESPACE"]
+if os.environ.get("GPUHUB_PLAIN_KUBESPAWNER") == "1":
+    # Benchmark baseline: JupyterHub's own KubeSpawner with the same pod settings below
+    # (traits set on GPUKubeSpawner's parent class apply to both).
+    c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
+    c.KubeSpawner.extra_resource_limits = {"nvidia.com/gpu": "1"}
+    c.KubeSpawner.extra_labels = {"gpuhub.io/gpus": "1", "gpuhub.io/gpu-type": "a100"}
+c.KubeSpawner.namespace = os.environ["GPUHUB_K8S_NAMESPACE"]
 c.GPUKubeSpawner.watch_namespaces = json.loads(os.environ.get("GPUHUB_WATCH_NAMESPACES", "[]"))
 c.GPUKubeSpawner.gpu_wait_timeout = int(os.environ.get("GPUHUB_GPU_WAIT_TIMEOUT", "600"))
-c.GPUKubeSpawner.start_timeout = 120
-c.GPUKubeSpawner.http_timeout = 60
-c.GPUKubeSpawner.cmd = ["jupyterhub-singleuser"]
+c.KubeSpawner.start_timeout = 120
+c.KubeSpawner.http_timeout = 60
+c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
 # The process node runs each pod as a local process on its own loopback IP.  KubeSpawner
 # puts cmd + args in the container's args (the image's entrypoint runs them); the process
 # node has no image, so the entrypoint is `env`, which runs them from PATH.
-c.GPUKubeSpawner.args = ["--ip=$(POD_IP)", "--allow-root"]
-c.GPUKubeSpawner.extra_container_config = {"command": ["/usr/bin/env"]}
+c.KubeSpawner.args = ["--ip=$(POD_IP)", "--allow-root"]
+c.KubeSpawner.extra_container_config = {"command": ["/usr/bin/env"]}
 if os.environ.get("GPUHUB_STUB_SERVER") == "1":
     # Storm tests: a tiny HTTP server answers for the notebook server (the hub only needs
     # an HTTP answer to call a server up), so hundreds of spawns fit on two cores.
-    c.GPUKubeSpawner.cmd = ["python3", "-m", "http.server"]
-    c.GPUKubeSpawner.args = ["--bind", "$(POD_IP)", "8888"]
-    c.GPUKubeSpawner.http_timeout = 30
-c.GPUKubeSpawner.tolerations = [
+    c.KubeSpawner.cmd = ["python3", "-m", "http.server"]
+    c.KubeSpawner.args = ["--bind", "$(POD_IP)", "8888"]
+    c.KubeSpawner.http_timeout = 30
+c.KubeSpawner.tolerations = [
     {"key": "gpuhub.dev/process-node", "operator": "Exists", "effect": "NoSchedule"}
 ]
-c.GPUKubeSpawner.storage_pvc_ensure = False
-c.GPUKubeSpawner.events_enabled = True
-c.GPUKubeSpawner.node_selector = json.loads(os.environ.get("GPUHUB_NODE_SELECTOR", "{}"))
-c.GPUKubeSpawner.k8s_api_request_retry_timeout = int(
+c.KubeSpawner.storage_pvc_ensure = False
+c.KubeSpawner.events_enabled = True
+c.KubeSpawner.node_selector = json.loads(os.environ.get("GPUHUB_NODE_SELECTOR", "{}"))
+c.KubeSpawner.k8s_api_request_retry_timeout = int(
     os.environ.get("GPUHUB_K8S_RETRY_TIMEOUT", "30")
 )

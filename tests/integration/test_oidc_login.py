@@ -87,7 +87,7 @@ c.JupyterHub.load_roles.append(
 def oidc_hub(
     tmp_path: Path, provider: str, _need_proxy: None, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Hub]:
-    from conftest import CONFIG
+    from localconfig import CONFIG
 
     discovery = requests.get(f"{provider}/.well-known/openid-configuration", timeout=10).json()
     endpoints = {

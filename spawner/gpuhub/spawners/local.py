@@ -17,7 +17,7 @@ from jupyterhub.spawner import SimpleLocalProcessSpawner
 from traitlets import Unicode, default
 
 from ..inventory import Inventory, discover
-from ..localstate import ENV_MARKER, LocalLedgerStore, encode
+from ..localstate import ENV_MARKER, LEDGER_MARKER, LocalLedgerStore, encode
 from ..model import Allocation
 from .base import GpuhubSpawnerMixin, LedgerBackend
 
@@ -39,8 +39,9 @@ def local_store(config_path: str, config: Any, data_dir: str) -> tuple[LocalLedg
     return _stores[key]
 
 
-def device_env(alloc: Allocation | None) -> dict[str, str]:
-    """What a process sees of the GPUs: exactly its own devices, or none at all."""
+def device_env(alloc: Allocation | None, ledger_id: str) -> dict[str, str]:
+    """What a process sees of the GPUs: exactly its own devices, or none at all; and the
+    markers that let the ledger ``ledger_id`` find it in ``/proc``."""
     if alloc is None:
         return {"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "void"}
     devices = ",".join(str(d) for d in alloc.devices)
@@ -48,6 +49,7 @@ def device_env(alloc: Allocation | None) -> dict[str, str]:
         "CUDA_VISIBLE_DEVICES": devices,
         "NVIDIA_VISIBLE_DEVICES": devices,
         ENV_MARKER: encode(replace(alloc, pending=False)),
+        LEDGER_MARKER: ledger_id,
     }
 
 
@@ -121,7 +123,7 @@ class GPULocalSpawner(GpuhubSpawnerMixin, SimpleLocalProcessSpawner):
 
     def get_env(self) -> dict[str, str]:
         env: dict[str, str] = super().get_env()
-        env.update(device_env(self._gpuhub_alloc))
+        env.update(device_env(self._gpuhub_alloc, self._store()[0].ledger_id))
         if self.jobs_url:
             env["GPUHUB_JOBS_URL"] = self.jobs_url
         return env

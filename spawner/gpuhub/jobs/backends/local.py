@@ -112,7 +112,12 @@ def launch_plan(
 
 
 def job_env(
-    spec: JobSpec, job_dir: Path, home: Path, alloc: Allocation | None, base: dict[str, str]
+    spec: JobSpec,
+    job_dir: Path,
+    home: Path,
+    alloc: Allocation | None,
+    base: dict[str, str],
+    ledger_id: str = "",
 ) -> dict[str, str]:
     """The environment of the wrapper (inherited by every job process): a few harmless
     variables of ``base``, the GPUs and the markers.  No hub or service token."""
@@ -126,7 +131,7 @@ def job_env(
         GPUHUB_JOB_USER=spec.user,
         **{JOB_ENV: str(job_dir)},
     )
-    env.update(device_env(alloc))
+    env.update(device_env(alloc, ledger_id))
     return env
 
 
@@ -402,7 +407,7 @@ class LocalJobBackend(JobBackend):
             return subprocess.Popen(
                 [sys.executable, "-m", "gpuhub.jobs.wrapper", str(job_dir)],
                 cwd=home,
-                env=job_env(spec, job_dir, home, alloc, dict(os.environ)),
+                env=job_env(spec, job_dir, home, alloc, dict(os.environ), self.store.ledger_id),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
