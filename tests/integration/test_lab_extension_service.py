@@ -18,7 +18,7 @@ from hubproc import Hub, auth
 pytestmark = pytest.mark.integration  # jobs_hub fails (never skips) without torch
 
 
-def test_extension_server_side_runs_a_job_through_the_real_service(jobs_hub: Hub):
+def test_extension_server_side_runs_a_job_through_the_real_service(jobs_hub: Hub):  # noqa: F811
     hub = jobs_hub
     alice = hub.token("alice")
     assert spawn(hub, "alice", alice, {"profile": "cpu"}).status_code in (201, 202)
