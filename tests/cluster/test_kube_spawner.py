@@ -310,12 +310,25 @@ def test_without_gpuhub_rbac_the_spawn_fails_clearly(
 
     apply(k8s_cluster.api, [_retarget(d, namespace) for d in load_yaml(HUB_RBAC)])
     token = service_account_token(k8s_cluster.api, namespace)
-    kubeconfig = write_kubeconfig(tmp_path / "z2jh-only.kubeconfig", k8s_cluster.server,
-                                  k8s_cluster.ca_file, token, "z2jh-hub")
-    hub = Hub(tmp_path / "hub", CONFIG, config_file=HERE / "kube_hub_config.py", extra_env={
-        "KUBECONFIG": str(kubeconfig), "GPUHUB_K8S_NAMESPACE": namespace,
-        "GPUHUB_WATCH_NAMESPACES": json.dumps([namespace]), "GPUHUB_K8S_RETRY_TIMEOUT": "5",
-        "GPUHUB_NODE_SELECTOR": json.dumps({"gpuhub.dev/test-node": gpu_node.name})})
+    kubeconfig = write_kubeconfig(
+        tmp_path / "z2jh-only.kubeconfig",
+        k8s_cluster.server,
+        k8s_cluster.ca_file,
+        token,
+        "z2jh-hub",
+    )
+    hub = Hub(
+        tmp_path / "hub",
+        CONFIG,
+        config_file=HERE / "kube_hub_config.py",
+        extra_env={
+            "KUBECONFIG": str(kubeconfig),
+            "GPUHUB_K8S_NAMESPACE": namespace,
+            "GPUHUB_WATCH_NAMESPACES": json.dumps([namespace]),
+            "GPUHUB_K8S_RETRY_TIMEOUT": "5",
+            "GPUHUB_NODE_SELECTOR": json.dumps({"gpuhub.dev/test-node": gpu_node.name}),
+        },
+    )
     hub.start()
     try:
         r = spawn(hub, "alice", hub.token("alice"), {"profile": "gpu"})
@@ -324,5 +337,60 @@ def test_without_gpuhub_rbac_the_spawn_fails_clearly(
         assert "may not list/watch nodes (403 Forbidden)" in msg, msg
         assert "apply helm-values/manifests/rbac.yaml" in msg
         assert not k8s_cluster.core.list_namespaced_pod(namespace).items  # nothing half-made
+    finally:
+        hub.stop()
+
+
+def test_unschedulable_spawn_explains_then_gives_up_and_releases(
+    k8s_cluster: Cluster,
+    namespace: str,
+    hub_kubeconfig: Path,
+    gpu_node: ProcessNode,
+    tmp_path: Path,
+):
+    """An H100 request when no H100 node exists: progress says why, the spawn fails after
+    gpu_wait_timeout with that reason, the pod is gone and the quota is released."""
+    hub = Hub(
+        tmp_path / "hub",
+        CONFIG,
+        config_file=HERE / "kube_hub_config.py",
+        extra_env={
+            "KUBECONFIG": str(hub_kubeconfig),
+            "GPUHUB_K8S_NAMESPACE": namespace,
+            "GPUHUB_WATCH_NAMESPACES": json.dumps([namespace]),
+            "GPUHUB_GPU_WAIT_TIMEOUT": "12",
+            "GPUHUB_NODE_SELECTOR": json.dumps({"gpuhub.dev/test-node": gpu_node.name}),
+        },
+    )
+    hub.start()
+    try:
+        alice = hub.token("alice")
+        r = spawn(hub, "alice", alice, {"profile": "gpu", "gpu_type": "h100"})
+        assert r.status_code == 202, r.text  # slow: the hub keeps waiting
+        # the reservation holds while the pod is Pending
+        assert group_left(form_data(hub, "bob")) == 1
+        events = []
+        with requests.get(
+            f"{hub.api}/users/alice/server/progress", headers=auth(alice), stream=True, timeout=60
+        ) as stream:
+            for line in stream.iter_lines(decode_unicode=True):
+                if line and line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+                    if events[-1].get("failed") or events[-1].get("ready"):
+                        break
+        messages = [e.get("message", "") for e in events]
+        assert any("the cluster has no schedulable H100 node right now" in m for m in messages), (
+            messages
+        )
+        assert any("No node can take an H100 right now" in m for m in messages), messages
+        final = events[-1]
+        assert final.get("failed"), final
+        assert "Gave up after 12s" in final["message"], final
+        assert "GPU quota released" in final["message"]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and k8s_cluster.core.list_namespaced_pod(namespace).items:
+            time.sleep(0.5)
+        assert not k8s_cluster.core.list_namespaced_pod(namespace).items
+        assert group_left(form_data(hub, "bob")) == 2
     finally:
         hub.stop()

@@ -222,12 +222,14 @@ class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
             self.gpuhub, nodes.objects.values(), self._gpu_pods(), cuda=req.image.cuda
         ).get(req.gpu_type, (0, 0))
         name = self.gpuhub.gpu_types[req.gpu_type].display_name
-        if total == 0 and req.image.cuda:
+        if total == 0:
             seen = drivers_by_type(self.gpuhub, nodes.objects.values()).get(req.gpu_type, [])
+            if not seen or not req.image.cuda:
+                return f"the cluster has no schedulable {name} node right now"
             return (
                 f"no {name} node has a driver for CUDA {req.image.cuda} "
-                f"(needs ≥ {req.image.min_driver or 'a newer driver'}; nodes have "
-                f"{', '.join(seen) or 'none'})"
+                f"(needs ≥ {req.image.min_driver or 'a newer driver'}; "
+                f"{name} nodes have {', '.join(seen)})"
             )
         ahead = pods_ahead(self._gpu_pods(), self.gpuhub_key, req.gpu_type)
         return wait_message(name, total, free, ahead)
