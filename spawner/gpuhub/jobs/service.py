@@ -130,7 +130,8 @@ class JobsService:
             "groups": group_rows,
             "user_left": user_left,
             "max_workers": self.max_workers,
-            "gpu_counts": sorted({n for p in gpu_profiles if p.gpu for n in p.gpu.counts}),
+            # 0 = CPU workers (gloo), always allowed by the policy
+            "gpu_counts": [0, *sorted({n for p in gpu_profiles if p.gpu for n in p.gpu.counts})],
             "image": image,
             **self.backend.options_extra(),
         }

@@ -24,6 +24,14 @@ from ..model import Allocation, GpuhubConfig, Kind, SpawnRequest
 from ..profiles import validate_options
 
 
+def user_error(status: int, message: str) -> web.HTTPError:
+    """An HTTP error whose text JupyterHub shows as it is, on the spawn form's banner and
+    as the REST API's ``message`` (``jupyterhub_message``), not as "HTTP 403: error (…)"."""
+    err = web.HTTPError(status, "%s", message)
+    err.jupyterhub_message = message  # type: ignore[attr-defined]
+    return err
+
+
 class LedgerBackend(Protocol):
     """Where allocations live: a machine-wide store, or the cluster's watch cache."""
 
@@ -105,11 +113,11 @@ class GpuhubSpawnerMixin(HasTraits):
         try:
             request = validate_options(self.gpuhub, self.user.name, self.gpuhub_groups, options)  # type: ignore[attr-defined]
         except OptionError as e:
-            raise web.HTTPError(400, "Invalid spawn option %s", str(e)) from e
+            raise user_error(400, f"Invalid spawn option {e}") from e
         try:
             alloc = self.gpuhub_backend().reserve(self.gpuhub_key, request, self.gpuhub_groups)
         except QuotaDenied as e:
-            raise web.HTTPError(403, "%s", f"Not enough GPU quota: {e.explanation}") from e
+            raise user_error(403, f"Not enough GPU quota: {e.explanation}") from e
         self.log.info(  # type: ignore[attr-defined]
             "gpuhub: %s reserved %s",
             self.gpuhub_key,

@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 
 from kubespawner import KubeSpawner
 from kubespawner.clients import shared_client
-from tornado import web
 from traitlets import Integer, List, Unicode, default
 
 from ..kube.informer import Informer
@@ -27,7 +26,7 @@ from ..kube.messages import explain_failed_scheduling, pods_ahead, wait_message
 from ..kube.nodes import capacity, drivers_by_type
 from ..kube.objects import pod_overrides
 from ..model import Allocation, SpawnRequest
-from .base import GpuhubSpawnerMixin, LedgerBackend
+from .base import GpuhubSpawnerMixin, LedgerBackend, user_error
 
 _LIST_TRAITS = ("tolerations", "node_affinity_required", "volumes", "volume_mounts")
 _DICT_TRAITS = ("extra_resource_limits", "environment", "extra_labels", "extra_annotations")
@@ -136,9 +135,7 @@ class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
             problems = sorted({i.last_error for i in [*pods, nodes] if i.last_error})
             detail = f": {'; '.join(problems)}" if problems else "; try again shortly"
             self.log.error("gpuhub: GPU usage could not be read from the cluster%s", detail)
-            raise web.HTTPError(
-                503, "%s", f"GPU usage could not be read from the cluster{detail}"
-            ) from e
+            raise user_error(503, f"GPU usage could not be read from the cluster{detail}") from e
         request, alloc = self.claim_resources()  # synchronous: no await from check to reserve
         self._gpuhub_request = request
         try:
@@ -189,9 +186,8 @@ class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
                 task.cancel()
                 reason = self.gpuhub_wait_message() or "no GPU became free"
                 await self.stop(now=True)
-                raise web.HTTPError(
+                raise user_error(
                     503,
-                    "%s",
                     f"Gave up after {self.gpu_wait_timeout}s: {reason}. The request was "
                     "withdrawn and its GPU quota released; try again later or pick another "
                     "GPU type.",
