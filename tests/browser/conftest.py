@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from hubproc import Hub  # noqa: E402
+from localconfig import CONFIG as INTEGRATION_CONFIG  # noqa: E402
 
 CHROMIUM = os.environ.get("GPUHUB_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -40,63 +41,17 @@ CHROMIUM_ARGS = [
 VIEWPORT = {"width": 1280, "height": 800}
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 
-# The tier's own hub: the integration tier's shape (declared GPUs, vision quota 2), smaller.
-CONFIG: dict[str, Any] = {
-    "gpu_types": {
-        "a100": {"display_name": "A100", "node_label": "NVIDIA-A100-SXM4-80GB"},
-        "h100": {"display_name": "H100", "node_label": "NVIDIA-H100-80GB-HBM3"},
-    },
-    "images": {
-        "python": {"display_name": "Python", "image": "local/python"},
-        "torch": {
-            "display_name": "PyTorch",
-            "image": "ghcr.io/gpuhub/pytorch:2.11-cu128",
-            "framework": "pytorch",
-            "cuda": "12.8",
-            "min_driver": "525.60.13",
-        },
-    },
-    "profiles": [
-        {
-            "slug": "cpu",
-            "display_name": "CPU only",
-            "description": "For editing, data wrangling and small experiments.",
-            "images": ["python"],
-            "default": True,
-        },
-        {
-            "slug": "gpu",
-            "display_name": "GPU",
-            "description": "One or two GPUs for training and inference.",
-            "images": ["torch", "python"],
-            "groups": ["vision", "nlp"],
-            "gpu": {"types": ["a100", "h100"], "counts": [1, 2]},
-        },
-        {
-            "slug": "big",
-            "display_name": "Big",
-            "images": ["torch"],
-            "groups": ["admins"],
-            "gpu": {"types": ["a100"], "counts": [4]},
-        },
-    ],
-    "quotas": {
-        "per_user_gpus": 2,
-        "groups": {"vision": {"gpus": 2}, "nlp": {"gpus": 4, "per_type": {"h100": 1}}},
-    },
-    "groups": {
-        "vision": ["alice", "bob", "erin"],
-        "nlp": ["carol", "alice"],
-        "admins": ["admin"],
-        "guests": ["dave"],
-    },
-    "auth": {"admin_users": ["admin"]},
-    "local": {
-        "inventory": "declared",
-        "devices": [{"index": i, "type": "a100"} for i in range(4)]
-        + [{"index": 4, "type": "h100"}],
-    },
+# The integration tier's hub config, with descriptions (they show in the screenshots) and
+# one more user, erin, for the browser's own spawns.
+CONFIG: dict[str, Any] = copy.deepcopy(INTEGRATION_CONFIG)
+_DESCRIPTIONS = {
+    "cpu": "For editing, data wrangling and small experiments.",
+    "gpu": "One or two GPUs for training and inference.",
 }
+for _p in CONFIG["profiles"]:
+    if _p["slug"] in _DESCRIPTIONS:
+        _p["description"] = _DESCRIPTIONS[_p["slug"]]
+CONFIG["groups"]["vision"] = ["alice", "bob", "erin"]
 
 
 @pytest.fixture(scope="session")
@@ -157,18 +112,6 @@ def new_page(playwright: Any, tmp_path: Path) -> Iterator[Callable[[str], Any]]:
             ctx.close()
 
 
-def job_pids(hub: Hub) -> list[int]:
-    """Processes of this hub's jobs (they carry GPUHUB_JOB=<data>/jobs/<id>)."""
-    mark = f"GPUHUB_JOB={hub.data_dir}/jobs/".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if mark in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
-    return found
-
-
 @pytest.fixture
 def hub(tmp_path: Path, _browser_tools: None) -> Iterator[Hub]:
     h = Hub(tmp_path / "hub", copy.deepcopy(CONFIG))
@@ -185,7 +128,7 @@ def hub(tmp_path: Path, _browser_tools: None) -> Iterator[Hub]:
             raise TimeoutError(f"jobs service did not come up:\n{h.log_tail()}")
         yield h
     finally:
-        for pid in job_pids(h):
+        for pid in h.job_pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         h.stop()

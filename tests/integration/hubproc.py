@@ -149,6 +149,17 @@ class Hub:
                 found.append(int(entry.name))
         return found
 
+    def job_pids(self) -> list[int]:
+        """Processes of this hub's local jobs (they carry GPUHUB_JOB=<data>/jobs/<id>)."""
+        mark = f"GPUHUB_JOB={self.data_dir}/jobs/".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if mark in (entry / "environ").read_bytes():
+                        found.append(int(entry.name))
+        return found
+
     # -- API helpers -----------------------------------------------------------------
     def token(self, user: str, password: str | None = None) -> str:
         """A token made the way VS Code makes one: username + password in the body."""

@@ -126,18 +126,6 @@ class Jobs:
         return list(r.json()["lines"])
 
 
-def job_pids(hub: Hub) -> list[int]:
-    """Processes of this hub's jobs (they carry GPUHUB_JOB=<data>/jobs/<id>)."""
-    mark = f"GPUHUB_JOB={hub.data_dir}/jobs/".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if mark in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
-    return found
-
-
 def service_pid(hub: Hub) -> int | None:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -165,7 +153,7 @@ def jobs_hub(hub_factory: Callable[..., Hub]) -> Iterator[Hub]:
     else:
         raise TimeoutError(f"jobs service did not come up:\n{hub.log_tail()}")
     yield hub
-    for pid in job_pids(hub):
+    for pid in hub.job_pids():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
@@ -205,12 +193,12 @@ def test_cancel_stops_every_process(jobs_hub: Hub):
     while not all(any("waiting" in ln for ln in alice.logs(job["id"], w)) for w in (0, 1)):
         assert time.monotonic() < deadline, alice.logs(job["id"])
         time.sleep(0.3)
-    pids = job_pids(jobs_hub)
+    pids = jobs_hub.job_pids()
     assert len(pids) >= 4  # wrapper, torchrun, 2 workers
     r = alice.call("DELETE", f"jobs/{job['id']}")
     assert r.status_code == 202, r.text
     assert r.json()["state"] == "Cancelled"
-    assert job_pids(jobs_hub) == []
+    assert jobs_hub.job_pids() == []
     assert all(not Path(f"/proc/{p}").exists() for p in pids)
     assert alice.get(job["id"])["state"] == "Cancelled"
 
