@@ -30,6 +30,7 @@ from testbed import (
 from testbed.apply import delete
 from testbed.ports import wait_until
 from testbed.rbac import hub_kubeconfig as write_hub_kubeconfig
+from testbed.training_operator import TrainingOperator, start_training_operator
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +61,24 @@ def kwok_fleet(k8s_cluster: Cluster) -> Fleet:
 def process_node(k8s_cluster: Cluster) -> ProcessNode:
     """A node whose pods run as local processes on 127.x.y.z (2 declared GPUs)."""
     return k8s_cluster.add_process_node("proc-node", gpus=2)
+
+
+@pytest.fixture(scope="session")
+def training_operator(k8s_cluster: Cluster,
+                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainingOperator]:
+    """The real Kubeflow training operator v1 (PyTorchJob, TFJob controllers) as a local
+    process, with its CRDs installed; stopped by PID at the end of the session."""
+    try:
+        operator = start_training_operator(k8s_cluster,
+                                           tmp_path_factory.mktemp("training-operator"))
+    except BinariesMissing as error:
+        if os.environ.get("GPUHUB_CLUSTER_REQUIRED") == "1":
+            pytest.fail(str(error))
+        pytest.skip(str(error))
+    try:
+        yield operator
+    finally:
+        operator.stop()
 
 
 @pytest.fixture

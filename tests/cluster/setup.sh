@@ -3,7 +3,8 @@
 #   etcd 3.5 (wrapper module around etcdmain.Main),
 #   kube-apiserver, kube-scheduler, kube-controller-manager (one wrapper module requiring
 #   k8s.io/kubernetes with a replace list generated from its go.mod, version ldflags),
-#   kwok (go install) plus its Stage YAMLs.
+#   kwok (go install) plus its Stage YAMLs,
+#   the Kubeflow training operator v1 (go install; only for the tests that run real jobs).
 # Results are cached outside the repository in $GPUHUB_CACHE/k8s/<name>-<version>/ and
 # keyed by version (and by the hash of the wrapper sources); a cached run prints nothing.
 # Prints the cache directory to stdout with --print-dir.
@@ -12,6 +13,8 @@ set -euo pipefail
 K8S_VERSION="${GPUHUB_K8S_VERSION:-v1.33.13}"
 ETCD_VERSION="${GPUHUB_ETCD_VERSION:-v3.5.21}"
 KWOK_VERSION="${GPUHUB_KWOK_VERSION:-v0.7.0}"
+# The proxy's version list shows only v1.8.1, but v1.9.0-v1.9.3 download by exact version.
+TRAINING_OPERATOR_VERSION="${GPUHUB_TRAINING_OPERATOR_VERSION:-v1.9.3}"
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${GPUHUB_CACHE:-$HOME/.cache/gpuhub}/k8s"
@@ -109,7 +112,21 @@ build_kwok() {
   echo "$key" > "$dir/.complete"
 }
 
+# The module has no replace directives, so a plain go install works.
+build_training_operator() {
+  local dir="$CACHE/training-operator-$TRAINING_OPERATOR_VERSION" key
+  key="$(stamp training-operator "$TRAINING_OPERATOR_VERSION")"
+  is_built "$dir" "$key" && return 0
+  log "building training-operator $TRAINING_OPERATOR_VERSION into $dir"
+  rm -rf "$dir"; mkdir -p "$dir/bin"
+  (cd /tmp && GOBIN="$dir/bin" go install -trimpath -ldflags "-s -w" \
+    "github.com/kubeflow/training-operator/cmd/training-operator.v1@$TRAINING_OPERATOR_VERSION")
+  mv "$dir/bin/training-operator.v1" "$dir/bin/training-operator"
+  echo "$key" > "$dir/.complete"
+}
+
 mkdir -p "$CACHE"
 build_etcd
 build_kwok
 build_kubernetes
+build_training_operator

@@ -1,10 +1,23 @@
-"""The Kubeflow backend against the real test cluster (apiserver + training-operator CRDs):
-the PyTorchJob it builds is accepted, carries the gpuhub labels on the job and on its
-replica pod templates, owns its script ConfigMap, and counts against the group quota."""
+"""The Kubeflow backend against the real test cluster.
+
+- With only the training-operator CRDs: the PyTorchJob it builds is accepted, carries the
+  gpuhub labels on the job and on its replica pod templates, owns its script ConfigMap,
+  and counts against the group quota.
+- With the real training operator (``training_operator`` fixture): a 2-replica PyTorchJob
+  runs DDP (gloo, CPU) on a process node; its pods carry the gpuhub labels and count in
+  the pod-fed quota ledger while they run; the job ends Succeeded with both ranks' logs.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -13,8 +26,13 @@ from gpuhub.config import parse_config
 from gpuhub.errors import QuotaDenied
 from gpuhub.jobs.backends.kubeflow import KubeflowJobBackend
 from gpuhub.jobs.policy import validate_job
-from testbed import Cluster, install_crds
-from testbed.ports import wait_until
+from gpuhub.kube.labels import allocation_from_pod
+from gpuhub.kube.ledger import KubeLedgerBackend
+from gpuhub.model import SpawnRequest
+from testbed import Cluster, ProcessNode, install_crds
+from testbed.node_identity import PROCESS_NODE_TAINT
+from testbed.ports import free_port, wait_until
+from testbed.training_operator import TrainingOperator
 
 pytestmark = pytest.mark.cluster
 
@@ -111,4 +129,241 @@ async def test_pytorchjob_accepted_and_counted(
         cancelled = await backend.cancel(job)
         assert cancelled.state == "Cancelled"
     finally:
+        await backend.shutdown()
+
+
+# ---- the real training operator --------------------------------------------------------
+
+A100 = "NVIDIA-A100-SXM4-80GB"
+JOB_LABEL = "training.kubeflow.org/job-name"
+
+#: The job's script (what the notebook converts to): DDP over gloo on CPU, one step, then
+#: it holds its GPUs until the test drops ``release-<job id>`` into the home folder.
+DDP_SCRIPT = """\
+import os, time
+from pathlib import Path
+import torch, torch.distributed as dist
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+total = torch.tensor([rank + 1.0])
+dist.all_reduce(total)
+model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 1))
+torch.manual_seed(rank)
+x, y = torch.randn(8, 4), torch.randn(8, 1)
+loss = torch.nn.functional.mse_loss(model(x), y)
+loss.backward()
+torch.optim.SGD(model.parameters(), lr=0.1).step()
+print(f"gpuhub-ddp rank={rank} world={world} allreduce={total.item():.0f} "
+      f"loss={loss.item():.4f} master={os.environ['MASTER_ADDR']}", flush=True)
+release = Path.cwd() / f"release-{os.environ['GPUHUB_JOB_ID']}"
+deadline = time.monotonic() + 180
+while not release.exists():
+    if time.monotonic() > deadline:
+        raise SystemExit(f"rank {rank}: {release} never appeared")
+    time.sleep(0.2)
+dist.barrier()
+dist.destroy_process_group()
+print(f"gpuhub-ddp rank={rank} done", flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def job_node(k8s_cluster: Cluster,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessNode]:
+    """A process node that looks like an A100 node with 2 GPUs.  Its ``PATH`` starts with
+    a ``torchrun`` of this Python environment (what the job image would ship).  Stopped
+    and its Node deleted after this module, so later tests see the fleet they expect."""
+    tools = tmp_path_factory.mktemp("image-bin")
+    torchrun = tools / "torchrun"
+    torchrun.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m torch.distributed.run "$@"\n')
+    torchrun.chmod(0o755)
+    name = f"train-proc-{uuid.uuid4().hex[:6]}"
+    node = k8s_cluster.add_process_node(
+        name,
+        gpus=2,
+        labels={"nvidia.com/gpu.product": A100, "gpuhub.dev/test-node": name},
+        env={"PATH": f"{tools}:{os.environ.get('PATH', '')}"},
+    )
+    try:
+        yield node
+    finally:
+        node.stop()
+        k8s_cluster.core.delete_node(name)
+
+
+@pytest.fixture
+def home_claim(k8s_cluster: Cluster, namespace: str) -> Iterator[str]:
+    """``claim-alice``, bound to a static PersistentVolume (the process node maps it to
+    a local folder); the PV is deleted afterwards."""
+    core = k8s_cluster.core
+    pv = f"pv-{namespace}"
+    core.create_persistent_volume({
+        "metadata": {"name": pv},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+                 "storageClassName": "", "hostPath": {"path": f"/tmp/{pv}"},
+                 "claimRef": {"namespace": namespace, "name": "claim-alice"}},
+    })
+    try:
+        core.create_namespaced_persistent_volume_claim(namespace, {
+            "metadata": {"name": "claim-alice"},
+            "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "",
+                     "volumeName": pv, "resources": {"requests": {"storage": "1Gi"}}},
+        })
+        wait_until(lambda: core.read_namespaced_persistent_volume_claim(
+            "claim-alice", namespace).status.phase == "Bound", 60, "claim-alice Bound")
+        yield "claim-alice"
+    finally:
+        core.delete_persistent_volume(pv)
+
+
+def admin_pod_template(node: ProcessNode, port: int) -> dict[str, Any]:
+    """The admin's job pod template for this cluster: onto the process node (its taint
+    tolerated, the node selected) and a free rendezvous port."""
+    return {
+        "spec": {
+            "nodeSelector": {"gpuhub.dev/test-node": node.name},
+            "tolerations": [{**PROCESS_NODE_TAINT, "operator": "Equal"}],
+            "containers": [{"ports": [{"name": "pytorchjob-port", "containerPort": port}]}],
+        }
+    }
+
+
+async def wait_for(check: Any, timeout: float, what: str, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def test_pytorchjob_runs_ddp_on_the_process_node(
+    k8s_cluster: Cluster,
+    training_operator: TrainingOperator,
+    job_node: ProcessNode,
+    namespace: str,
+    home_claim: str,
+    hub_kubeconfig: Path,
+    tmp_path: Path,
+) -> None:
+    assert "pytorchjobs.kubeflow.org" in training_operator.crds
+    core = k8s_cluster.core
+    custom = client.CustomObjectsApi(k8s_cluster.api)
+    cfg = parse_config(CONFIG)
+    backend = KubeflowJobBackend(
+        gpuhub=cfg,
+        data_dir=tmp_path,
+        namespace=namespace,
+        kubeconfig=str(hub_kubeconfig),  # the hub's ServiceAccount with the shipped RBAC
+        pod_template=admin_pod_template(job_node, free_port()),
+        # With the default "Running", the operator deletes the worker pod (and its log)
+        # when the master succeeds first while the worker is still reported Running.
+        clean_pod_policy="None",
+    )
+    await backend.recover()
+    job_id = uuid.uuid4().hex[:8]
+    name = f"gpuhub-job-{job_id}"
+    body = {"framework": "pytorch", "workers": 2, "gpus_per_worker": 1, "gpu_type": "a100",
+            "group": "vision", "path": "exp/ddp.ipynb"}
+    try:
+        spec = validate_job(cfg, "alice", ["vision"], body, job_id=job_id, max_workers=8,
+                            script=DDP_SCRIPT)
+        job = await backend.submit(spec, ["vision"])
+        selector = f"{JOB_LABEL}={name}"
+
+        # the operator creates the master and the worker pod, with the gpuhub labels
+        def pods() -> list[client.V1Pod]:
+            return core.list_namespaced_pod(namespace, label_selector=selector).items
+
+        wait_until(lambda: len(pods()) == 2, 60, f"2 pods of {name}")
+        by_name = {p.metadata.name: p for p in pods()}
+        assert set(by_name) == {f"{name}-master-0", f"{name}-worker-0"}
+        for pod in by_name.values():
+            labels = pod.metadata.labels
+            assert labels["gpuhub.io/kind"] == "job" and labels["gpuhub.io/job-id"] == job_id
+            assert (labels["gpuhub.io/user"], labels["gpuhub.io/group"]) == ("alice", "vision")
+            assert labels["gpuhub.io/gpus"] == "1" and labels["gpuhub.io/gpu-type"] == "a100"
+            (container,) = pod.spec.containers
+            assert container.command[0] == "torchrun"
+            assert container.resources.limits == {"nvidia.com/gpu": "1"}
+
+        # both run on the process node and find the master: rank lines in their logs
+        def running() -> bool:
+            current = pods()
+            return len(current) == 2 and all(
+                p.spec.node_name == job_node.name and p.status.phase == "Running"
+                for p in current)
+
+        wait_until(running, 90, f"{name} pods Running on {job_node.name}")
+        master_ip = core.read_namespaced_pod(f"{name}-master-0", namespace).status.pod_ip
+        worker_pod = core.read_namespaced_pod(f"{name}-worker-0", namespace)
+        assert [c.name for c in worker_pod.spec.init_containers] == ["init-pytorch"]
+
+        async def ranks_printed() -> bool:
+            lines = [*(await backend.logs(job, 0, 200))[0], *(await backend.logs(job, 1, 200))[0]]
+            return all(any(f"gpuhub-ddp rank={r} world=2 allreduce=3" in line for line in lines)
+                       for r in (0, 1))
+
+        try:
+            await wait_for(ranks_printed, 120, "both ranks' DDP step")
+        except TimeoutError:
+            for pod in pods():
+                print(pod.metadata.name, job_node.logs(namespace, pod.metadata.name, "pytorch"))
+            raise
+
+        # while they run, the pods are what GPUKubeSpawner's quota sees: 2 GPUs of vision
+        pod_dicts = [k8s_cluster.api.sanitize_for_serialization(p) for p in
+                     core.list_namespaced_pod(namespace, label_selector="gpuhub.io/gpus").items]
+        allocs = [allocation_from_pod(p) for p in pod_dicts]
+        assert sorted((a.user, a.group, a.gpus, a.kind, a.pending) for a in allocs if a) == [
+            ("alice", "vision", 1, "job", False)] * 2
+        kube_ledger = KubeLedgerBackend(cfg)
+        kube_ledger.resync(pod_dicts, namespace)
+        assert sum(a.gpus for a in kube_ledger.snapshot().usage() if a.group == "vision") == 2
+        notebook = SpawnRequest(user="bob", profile=cfg.profiles[0], image=cfg.images["torch"],
+                                gpu_type="a100", gpus=3, group="vision")
+        with pytest.raises(QuotaDenied, match=r"group vision uses 2 of 4 GPUs: alice 2"):
+            kube_ledger.reserve("bob-notebook", notebook, ["vision"])
+        # the jobs service's own quota view agrees
+        with pytest.raises(QuotaDenied, match=r"group vision uses 2 of 4 GPUs: alice 2"):
+            await backend.submit(
+                validate_job(cfg, "bob", ["vision"], {**body, "workers": 3}, job_id="zz01",
+                             max_workers=8, script="print(1)\n"),
+                ["vision"],
+            )
+
+        # release the ranks: the job ends Succeeded and both ranks' logs stay readable
+        (job_node.root / "pvcs" / namespace / home_claim / f"release-{job_id}").touch()
+
+        async def finished() -> Any:
+            current = await backend.get(job_id)
+            return current if current and current.state in ("Succeeded", "Failed") else None
+
+        done = await wait_for(finished, 120, f"{name} finished")
+        assert done.state == "Succeeded", done.message
+        for worker in (0, 1):
+            lines, workers = await backend.logs(done, worker, 200)
+            assert workers == 2
+            assert any(f"gpuhub-ddp rank={worker} world=2 allreduce=3" in ln for ln in lines), (
+                worker, lines, [(p.metadata.name, p.status.phase) for p in pods()])
+            assert f"gpuhub-ddp rank={worker} done" in lines
+            # MASTER_ADDR named the master's Service; the process node gave its pod IP
+            assert any(f"master={master_ip}" in ln for ln in lines), (master_ip, lines)
+        # the job is Succeeded once the master is; the worker's torchrun exits a moment later
+        wait_until(lambda: [p.status.phase for p in pods()] == ["Succeeded"] * 2, 30,
+                   f"both pods of {name} Succeeded")
+        kube_ledger.resync([k8s_cluster.api.sanitize_for_serialization(p) for p in pods()],
+                           namespace)
+        assert [a for a in kube_ledger.snapshot().usage() if a.group == "vision"] == []
+    finally:
+        for plural in ("pytorchjobs",):
+            for obj in custom.list_namespaced_custom_object(
+                    "kubeflow.org", "v1", namespace, plural)["items"]:
+                custom.delete_namespaced_custom_object(
+                    "kubeflow.org", "v1", namespace, plural, obj["metadata"]["name"],
+                    propagation_policy="Foreground")
+        wait_until(lambda: not core.list_namespaced_pod(
+            namespace, label_selector="gpuhub.io/kind=job").items, 60, "job pods deleted")
         await backend.shutdown()

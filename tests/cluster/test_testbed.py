@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,32 @@ def test_process_node_env_volumes_and_exit_codes(
     home = Path(words[3])
     assert home == process_node.pod_dir(namespace, "ok") / "volumes" / "home"
     assert (home / "out.txt").read_text() == "hi"
+
+
+def test_process_node_resolves_service_names_in_env(
+    k8s_cluster: Cluster, process_node: ProcessNode, namespace: str
+) -> None:
+    """No cluster DNS: an env value naming a Service becomes the IP of a pod it selects;
+    the container waits until such a pod has one."""
+    core = k8s_cluster.core
+    core.create_namespaced_service(namespace, {
+        "metadata": {"name": "peer"},
+        "spec": {"clusterIP": "None", "selector": {"app": "peer"}, "ports": [{"port": 80}]},
+    })
+    script = "import os; print(os.environ['PEER'], os.environ['OTHER'])"
+    core.create_namespaced_pod(namespace, process_pod(
+        "client", process_node, [sys.executable, "-c", script],
+        env=[{"name": "PEER", "value": "peer"}, {"name": "OTHER", "value": "not-a-service"}]))
+    wait_pod(core, "client", namespace, lambda p: p.status.pod_ip, "has an IP")
+    time.sleep(2)
+    assert process_node.pids(namespace, "client") == {}  # still waiting for "peer"
+    server = process_pod("server", process_node,
+                         [sys.executable, "-c", "import time; time.sleep(60)"])
+    server["metadata"]["labels"] = {"app": "peer"}
+    core.create_namespaced_pod(namespace, server)
+    wait_pod(core, "client", namespace, lambda p: p.status.phase == "Succeeded", "Succeeded")
+    server_ip = core.read_namespaced_pod("server", namespace).status.pod_ip
+    assert process_node.logs(namespace, "client").split() == [server_ip, "not-a-service"]
 
 
 def test_process_node_logs_follow_until_exit(

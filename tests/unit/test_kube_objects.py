@@ -168,6 +168,10 @@ def test_capacity_and_driver_filter(config):
     assert capacity(config, nodes, pods, cuda="13.0") == {"a100": (8, 0), "h100": (0, 0)}
     assert capacity(config, nodes, pods, cuda="12.8") == {"a100": (16, 5), "h100": (0, 0)}
     assert driver_of(nodes[1]["metadata"]["labels"]) == "580.65.6"
+    # a spawner's node_selector limits what counts (e.g. a pool of its own)
+    nodes[0]["metadata"]["labels"]["pool"] = "team"
+    assert capacity(config, nodes, pods, node_selector={"pool": "team"}) == {
+        "a100": (8, 5), "h100": (0, 0)}
 
 
 def test_kube_ledger_counts_pending_pods_and_in_flight(config):
@@ -194,7 +198,8 @@ def test_kube_ledger_counts_pending_pods_and_in_flight(config):
     }
     backend.observe("ADDED", pod)
     usage = backend.snapshot().usage()
-    assert sorted(a.key for a in usage) == ["server:alice/", "server:bob/"]
+    assert sorted(a.key for a in usage) == ["pod:hub/bob", "pod:hub/jupyter-alice"]
+    assert sorted(a.user for a in usage) == ["alice", "bob"]
     assert sum(a.gpus for a in usage) == 4
     # stopping alice: her terminating pod still counts until the watch says it is gone
     backend.release("server:alice/")
@@ -209,14 +214,18 @@ def test_kube_ledger_counts_pending_pods_and_in_flight(config):
     assert backend.snapshot().totals.used(group="vision") == 2
 
 
-def test_reservation_survives_old_pod_of_same_key(config):
-    """Restarting a server while its old pod terminates: the old pod's DELETED event must
-    not drop the new spawn's reservation."""
+def test_old_pod_and_new_spawn_of_one_server_both_count(config):
+    """Restarting a server while its old pod terminates: both hold GPUs until the old pod is
+    gone (no overcommit), and the old pod's DELETED event keeps the new reservation."""
     backend = KubeLedgerBackend(config)
     old = gpod("alice", "a1", 1, user="alice")
     old["metadata"]["annotations"]["gpuhub.io/key"] = "server:alice/"
+    old["metadata"]["deletionTimestamp"] = "2026-11-23T09:10:00Z"
     backend.resync([old])
     backend.reserve("server:alice/", req(config, "alice", profile="gpu", gpus=2), ["vision"])
+    assert backend.snapshot().totals.used(group="vision") == 3
+    with pytest.raises(QuotaDenied):
+        backend.reserve("server:bob/", req(config, "bob", profile="gpu", gpus=2), ["vision"])
     backend.observe("DELETED", old)
     assert backend.snapshot().totals.used(group="vision") == 2
 

@@ -85,8 +85,10 @@ class Informer:
         resp = await self.list_method(**self.kwargs, _preload_content=False)
         data = json.loads(await resp.read())
         if getattr(resp, "status", 200) >= 400 or data.get("kind") == "Status":
-            raise ApiException(status=data.get("code", getattr(resp, "status", 0)),
-                               reason=data.get("message", "list failed"))
+            raise ApiException(
+                status=data.get("code", getattr(resp, "status", 0)),
+                reason=data.get("message", "list failed"),
+            )
         self.objects = {object_key(o): o for o in data.get("items", [])}
         for fn in self.relist_listeners:
             fn(list(self.objects.values()))

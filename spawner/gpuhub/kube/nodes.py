@@ -58,11 +58,18 @@ def node_gpus(node: Mapping[str, Any]) -> NodeGpus | None:
     )
 
 
+def selected(node: Mapping[str, Any], node_selector: Mapping[str, str] | None) -> bool:
+    """Whether the spawner's ``node_selector`` lets a pod land on ``node``."""
+    labels = node.get("metadata", {}).get("labels") or {}
+    return all(labels.get(k) == v for k, v in (node_selector or {}).items())
+
+
 def capacity(
     config: GpuhubConfig,
     nodes: Iterable[Mapping[str, Any]],
     pods: Iterable[Mapping[str, Any]],
     cuda: str | None = None,
+    node_selector: Mapping[str, str] | None = None,
 ) -> dict[str, tuple[int, int]]:
     """``{gpu_type: (total, free)}`` over schedulable nodes (with a driver that runs
     ``cuda``, when given).  "Free" subtracts the gpuhub pods bound to each node; GPUs
@@ -80,6 +87,8 @@ def capacity(
         n = node_gpus(node)
         if n is None or not n.schedulable or n.product not in by_label:
             continue
+        if not selected(node, node_selector):
+            continue
         if cuda and (n.driver is None or not driver_supports(n.driver, cuda)):
             continue
         slug = by_label[n.product]
@@ -89,13 +98,15 @@ def capacity(
 
 
 def drivers_by_type(
-    config: GpuhubConfig, nodes: Iterable[Mapping[str, Any]]
+    config: GpuhubConfig,
+    nodes: Iterable[Mapping[str, Any]],
+    node_selector: Mapping[str, str] | None = None,
 ) -> dict[str, list[str]]:
     """Driver versions seen per GPU type (for "no node can run this image" messages)."""
     by_label = {t.node_label: slug for slug, t in config.gpu_types.items()}
     out: dict[str, list[str]] = {}
     for node in nodes:
         n = node_gpus(node)
-        if n and n.product in by_label and n.driver:
+        if n and n.product in by_label and n.driver and selected(node, node_selector):
             out.setdefault(by_label[n.product], []).append(n.driver)
     return {k: sorted(set(v)) for k, v in out.items()}

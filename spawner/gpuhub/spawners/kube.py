@@ -11,6 +11,7 @@ synchronous step after the caches' first load.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import time
 from typing import Any, ClassVar
@@ -112,7 +113,10 @@ class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
 
     def gpuhub_capacity(self) -> tuple[dict[str, tuple[int, int]], str, bool]:
         _, nodes = self._informers()
-        return capacity(self.gpuhub, nodes.objects.values(), self._gpu_pods()), "cluster", True
+        cap = capacity(
+            self.gpuhub, nodes.objects.values(), self._gpu_pods(), node_selector=self.node_selector
+        )
+        return cap, "cluster", True
 
     async def _render_options_form_async(self) -> str:
         await self.gpuhub_caches_ready()
@@ -173,26 +177,41 @@ class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
             setattr(self, name, value)
 
     async def _start_within_deadline(self, request: SpawnRequest) -> Any:
+        """KubeSpawner's ``_start`` as a child task, given up after ``gpu_wait_timeout``
+        while its pod is Pending.  If this spawn ends early (cancelled because the user
+        stopped the server, or failed), the child is cancelled too and a pod whose create
+        request was already on its way is deleted: nothing outlives the reservation."""
         task = asyncio.ensure_future(self._start())
         started = time.monotonic()
-        while not task.done():
-            await asyncio.wait([task], timeout=1)
-            if task.done() or not request.gpus:
-                continue
-            if time.monotonic() - started < self.gpu_wait_timeout:
-                continue
-            pod = self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}")
-            if pod and pod.get("status", {}).get("phase") == "Pending":
+        try:
+            while not task.done():
+                await asyncio.wait([task], timeout=1)
+                if task.done() or not request.gpus:
+                    continue
+                if time.monotonic() - started < self.gpu_wait_timeout:
+                    continue
+                pod = self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}")
+                if pod and pod.get("status", {}).get("phase") == "Pending":
+                    task.cancel()
+                    reason = self.gpuhub_wait_message() or "no GPU became free"
+                    await self.stop(now=True)
+                    raise user_error(
+                        503,
+                        f"Gave up after {self.gpu_wait_timeout}s: {reason}. The request was "
+                        "withdrawn and its GPU quota released; try again later or pick "
+                        "another GPU type.",
+                    )
+            return task.result()
+        except BaseException:
+            if not task.done():
                 task.cancel()
-                reason = self.gpuhub_wait_message() or "no GPU became free"
-                await self.stop(now=True)
-                raise user_error(
-                    503,
-                    f"Gave up after {self.gpu_wait_timeout}s: {reason}. The request was "
-                    "withdrawn and its GPU quota released; try again later or pick another "
-                    "GPU type.",
-                )
-        return task.result()
+                with contextlib.suppress(BaseException):
+                    await task
+                with contextlib.suppress(Exception):
+                    await self.api.delete_namespaced_pod(
+                        self.pod_name, self.namespace, grace_period_seconds=0
+                    )
+            raise
 
     async def stop(self, now: bool = False) -> None:
         try:
@@ -215,11 +234,17 @@ class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
             return None
         _, nodes = self._informers()
         total, free = capacity(
-            self.gpuhub, nodes.objects.values(), self._gpu_pods(), cuda=req.image.cuda
+            self.gpuhub,
+            nodes.objects.values(),
+            self._gpu_pods(),
+            cuda=req.image.cuda,
+            node_selector=self.node_selector,
         ).get(req.gpu_type, (0, 0))
         name = self.gpuhub.gpu_types[req.gpu_type].display_name
         if total == 0:
-            seen = drivers_by_type(self.gpuhub, nodes.objects.values()).get(req.gpu_type, [])
+            seen = drivers_by_type(self.gpuhub, nodes.objects.values(), self.node_selector).get(
+                req.gpu_type, []
+            )
             if not seen or not req.image.cuda:
                 return f"the cluster has no schedulable {name} node right now"
             return (

@@ -67,3 +67,17 @@ class Binaries:
             self.etcd, self.kube_apiserver, self.kube_controller_manager,
             self.kube_scheduler, self.kwok,
         ]
+
+
+def training_operator_binary() -> Path:
+    """The Kubeflow training operator v1 that setup.sh builds (optional: only the tests
+    that run real training jobs need it); :class:`BinariesMissing` when absent."""
+    version = _default_version("TRAINING_OPERATOR_VERSION")
+    path = cache_dir() / f"training-operator-{version}" / "bin" / "training-operator"
+    if not path.exists():
+        raise BinariesMissing(f"run {SETUP_SCRIPT} first; missing: {path}")
+    return path
+
+
+def training_operator_version() -> str:
+    return _default_version("TRAINING_OPERATOR_VERSION")

@@ -12,9 +12,11 @@ from typing import Any
 from kubernetes import client
 
 from .apply import apply, load_yaml
+from .binaries import training_operator_version
 from .ports import wait_until
 
-TRAINING_OPERATOR = "github.com/kubeflow/training-operator@v1.9.3"
+#: The training-operator module whose CRDs tests install (the version setup.sh builds).
+TRAINING_OPERATOR = f"github.com/kubeflow/training-operator@{training_operator_version()}"
 
 
 def module_dir(module: str) -> Path:

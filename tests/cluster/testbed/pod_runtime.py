@@ -22,12 +22,19 @@ from .pod_spec import (
     ObjectReader,
     PathMap,
     Pod,
+    ServiceResolver,
     container_env,
     expand,
+    resolve_services,
+    service_candidates,
     volume_files,
     volume_folder,
 )
 from .processes import _die_with_parent
+
+#: How long a container waits for the pods of Services its env names to get an IP (the
+#: stand-in for a DNS record appearing); it then starts with the name unresolved.
+SERVICE_WAIT_SECONDS = 120.0
 
 
 def now_iso() -> str:
@@ -47,6 +54,8 @@ class ContainerProcess:
     start_error: str | None = None
     ready: bool = False
     next_probe: float = 0.0
+    service_deadline: float | None = None
+    next_service_check: float = 0.0
 
     @property
     def name(self) -> str:
@@ -110,6 +119,7 @@ class PodRuntime:
     start_time: str = field(default_factory=now_iso)
     paths: PathMap = field(default_factory=lambda: PathMap({}))
     failure: str | None = None
+    services: ServiceResolver | None = None
 
     @property
     def uid(self) -> str:
@@ -169,12 +179,15 @@ class PodRuntime:
     def _launch(self, c: ContainerProcess) -> None:
         pod = {**self.pod, "status": {**self.pod.get("status", {}), "podIP": self.ip,
                                       "hostIP": self.host_ip}}
-        c.started_at = now_iso()
         try:
+            declared = container_env(pod, c.spec, self.read)
+            resolved = self._resolve_services(c, declared)
+            if resolved is None:
+                return  # a Service it names has no pod IP yet: try again later
+            c.started_at = now_iso()
             env = dict(self.base_env)
             env.update(self._injected_env())
-            env.update({k: self.paths.rewrite(v) for k, v in
-                        container_env(pod, c.spec, self.read).items()})
+            env.update({k: self.paths.rewrite(v) for k, v in resolved.items()})
             argv = [self.paths.rewrite(expand(a, env))
                     for a in [*(c.spec.get("command") or []), *(c.spec.get("args") or [])]]
             if not c.spec.get("command"):
@@ -187,9 +200,28 @@ class PodRuntime:
                 )
         except (OSError, RuntimeError, LookupError, ValueError) as error:
             c.start_error = str(error)
+            c.started_at = c.started_at or now_iso()
             c.exit_code, c.finished_at = 128, now_iso()
             with c.log_path.open("a") as log:
                 log.write(f"process node: cannot start container {c.name}: {error}\n")
+
+    def _resolve_services(self, c: ContainerProcess,
+                          env: dict[str, str]) -> dict[str, str] | None:
+        """``env`` with Service names replaced by pod IPs; ``None``: wait (see module doc)."""
+        candidates = service_candidates(env)
+        if self.services is None or not candidates:
+            return env
+        now = time.monotonic()
+        if now < c.next_service_check:
+            return None
+        c.next_service_check = now + 0.5
+        namespace = self.pod["metadata"]["namespace"]
+        found = self.services(namespace, candidates, self.uid)
+        if c.service_deadline is None:
+            c.service_deadline = now + SERVICE_WAIT_SECONDS
+        if any(ip is None for ip in found.values()) and now < c.service_deadline:
+            return None
+        return resolve_services(env, found)
 
     def _injected_env(self) -> dict[str, str]:
         meta = self.pod["metadata"]

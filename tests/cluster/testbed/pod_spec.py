@@ -2,6 +2,11 @@
 
 Environment variables (value, fieldRef, configMap/secret refs, ``$(VAR)`` expansion), volume
 folders and the rewriting of in-container paths (mountPath, workingDir) to local folders.
+
+There is no cluster DNS: an env value that is exactly the name of a Service (with a
+selector) in the pod's namespace is replaced by the IP of a pod that Service selects
+(:func:`service_candidates`, :func:`resolve_services`), the way a headless Service's
+DNS name resolves to its pods (PyTorchJob's ``MASTER_ADDR=<job>-master-0``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,11 @@ Pod = dict[str, Any]
 Container = dict[str, Any]
 # (kind "configMap"|"secret", namespace, name) -> data (secret values still base64) or None
 ObjectReader = Callable[[str, str, str], Mapping[str, str] | None]
+# (namespace, candidate names, this pod's uid) -> {Service name: a selected pod's IP, or
+# None while no selected pod has one}; names that are not Services are left out
+ServiceResolver = Callable[[str, set[str], str], Mapping[str, str | None]]
+
+_DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 _LABEL_REF = re.compile(r"metadata\.(labels|annotations)\['([^']+)'\]")
@@ -94,6 +104,17 @@ def container_env(pod: Pod, container: Container, read: ObjectReader) -> dict[st
             if value is not None:
                 env[var["name"]] = value
     return env
+
+
+def service_candidates(env: Mapping[str, str]) -> set[str]:
+    """Env values that could be a Service name (DNS-1035 labels such as ``job-master-0``)."""
+    return {value for value in env.values() if _DNS_LABEL.fullmatch(value)}
+
+
+def resolve_services(env: Mapping[str, str],
+                     addresses: Mapping[str, str | None]) -> dict[str, str]:
+    """``env`` with every value that names a resolved Service replaced by its pod IP."""
+    return {name: addresses.get(value) or value for name, value in env.items()}
 
 
 def _resource_value(container: Container, resource: str) -> str:

@@ -9,7 +9,9 @@ process groups and deletes the pod with grace 0.
 
 Limitations: no image pulls, no restarts (a finished container ends the pod), no exec or
 port-forward; volumes are local folders and in-container paths under a ``mountPath`` in
-``args``/``env``/``workingDir`` are rewritten to those folders.
+``args``/``env``/``workingDir`` are rewritten to those folders.  No cluster DNS: an env
+value naming a Service of the pod's namespace becomes the IP of a pod it selects (the
+container waits up to 120 s for one to have an IP).
 """
 
 from __future__ import annotations
@@ -154,6 +156,28 @@ class ProcessKubelet:
                 return None
             raise
 
+    def _service_addresses(self, namespace: str, names: set[str],
+                           own_uid: str) -> dict[str, str | None]:
+        """Services among ``names`` -> the IP of a live pod each selects (``None``: none yet)."""
+        found: dict[str, str | None] = {}
+        for service in self.core.list_namespaced_service(namespace).items:
+            selector = service.spec.selector or {}
+            if service.metadata.name not in names or not selector:
+                continue
+            label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+            ips: list[str] = []
+            for pod in self.core.list_namespaced_pod(namespace,
+                                                     label_selector=label_selector).items:
+                if pod.metadata.deletion_timestamp or pod.status.phase in ("Succeeded",
+                                                                           "Failed"):
+                    continue
+                own = self.pods.get(own_uid) if pod.metadata.uid == own_uid else None
+                ip = own.ip if own is not None else pod.status.pod_ip
+                if ip:
+                    ips.append(ip)
+            found[service.metadata.name] = min(ips) if ips else None
+        return found
+
     def _pod_dir(self, pod: Pod) -> Path:
         return self.root / "pods" / pod["metadata"]["namespace"] / pod["metadata"]["name"]
 
@@ -171,7 +195,8 @@ class ProcessKubelet:
         phase = (pod.get("status") or {}).get("phase")
         if uid not in self.pods and phase not in ("Succeeded", "Failed"):
             runtime = PodRuntime(pod, self.ips.take(), self.node.host_ip, self._pod_dir(pod),
-                                 self.root / "pvcs", self.base_env, self._read_object)
+                                 self.root / "pvcs", self.base_env, self._read_object,
+                                 services=self._service_addresses)
             try:
                 runtime.prepare()
             except Exception as error:  # noqa: BLE001 - report it on the pod, keep serving

@@ -51,8 +51,13 @@ def start_process_node(
     core: client.CoreV1Api, kubeconfig: Path, ca: CertPair, workdir: Path,
     name: str = "proc-node", gpus: int = 2, labels: dict[str, str] | None = None,
     taints: list[dict[str, str]] | None = None, detached: bool = False, timeout: float = 60.0,
+    env: dict[str, str] | None = None,
 ) -> ProcessNode:
-    """Start the process kubelet for node ``name`` and wait until the node is Ready."""
+    """Start the process kubelet for node ``name`` and wait until the node is Ready.
+
+    ``env`` is added to the node's environment, which every container inherits (for
+    example a ``PATH`` with the tools an image would have, such as ``torchrun``).
+    """
     root = workdir / name
     root.mkdir(parents=True, exist_ok=True)
     cert = make_serving_cert(ca, root, "kubelet", ["127.0.0.1", name])
@@ -66,7 +71,7 @@ def start_process_node(
         *[f"--label={k}={v}" for k, v in labels.items()],
         *[f"--taint={format_taint(t)}" for t in taints],
     ]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(
         [str(PACKAGE_PARENT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     child = spawn(f"process-node-{name}", argv, workdir / "logs" / f"{name}.log", env=env,
                   detached=detached)
