@@ -108,16 +108,30 @@ def _usage(path: Path) -> int:
     return 0
 
 
+def _kube_quotas(path: Path, namespaces: list[str]) -> int:
+    from .kube.groupquota import group_quota_manifests
+
+    if not namespaces:
+        print("error: name the namespaces gpuhub uses (hub and jobs)", file=sys.stderr)
+        return 1
+    objects = group_quota_manifests(load_config(path), namespaces)
+    print(yaml.safe_dump_all(objects, sort_keys=False), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="gpuhub-config",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", choices=["init", "check", "usage"])
+    parser.add_argument("command", choices=["init", "check", "usage", "kube-quotas"])
     parser.add_argument("path", type=Path)
+    parser.add_argument("namespaces", nargs="*", help="kube-quotas: the namespaces gpuhub uses")
     args = parser.parse_args(argv)
     try:
+        if args.command == "kube-quotas":
+            return _kube_quotas(args.path, args.namespaces)
         if args.command == "init":
             return _init(args.path)
         if args.command == "usage":

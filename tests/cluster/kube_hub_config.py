@@ -55,3 +55,4 @@ c.KubeSpawner.node_selector = json.loads(os.environ.get("GPUHUB_NODE_SELECTOR", 
 c.KubeSpawner.k8s_api_request_retry_timeout = int(
     os.environ.get("GPUHUB_K8S_RETRY_TIMEOUT", "30")
 )
+c.GPUKubeSpawner.group_quota_classes = os.environ.get("GPUHUB_GROUP_QUOTA_CLASSES") == "1"

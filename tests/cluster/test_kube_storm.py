@@ -4,6 +4,7 @@ and afterwards the hub's ledger equals what runs and no pod is leaked."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import sys
@@ -16,10 +17,14 @@ from typing import Any
 
 import pytest
 import requests
+from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from test_kube_spawner import A100, form_data, group_left  # noqa: E402
 
+from gpuhub.config import parse_config  # noqa: E402
+from gpuhub.kube.groupquota import group_quota_manifests, priority_class  # noqa: E402
 from hubproc import Hub, auth  # noqa: E402
 from testbed import Cluster  # noqa: E402
 
@@ -31,10 +36,26 @@ OPS = 200
 
 CONFIG: dict[str, Any] = {
     "gpu_types": {"a100": {"display_name": "A100", "node_label": A100}},
-    "images": {"torch": {"display_name": "PyTorch", "image": "ghcr.io/gpuhub/pytorch:cu128",
-                         "framework": "pytorch", "cuda": "12.8", "min_driver": "525.60.13"}},
-    "profiles": [{"slug": "gpu", "display_name": "GPU", "images": ["torch"], "memory": "256M",
-                  "cpu": 0.1, "groups": ["vision"], "gpu": {"types": ["a100"], "counts": [1, 2]}}],
+    "images": {
+        "torch": {
+            "display_name": "PyTorch",
+            "image": "ghcr.io/gpuhub/pytorch:cu128",
+            "framework": "pytorch",
+            "cuda": "12.8",
+            "min_driver": "525.60.13",
+        }
+    },
+    "profiles": [
+        {
+            "slug": "gpu",
+            "display_name": "GPU",
+            "images": ["torch"],
+            "memory": "256M",
+            "cpu": 0.1,
+            "groups": ["vision"],
+            "gpu": {"types": ["a100"], "counts": [1, 2]},
+        }
+    ],
     "quotas": {"groups": {"vision": {"gpus": QUOTA}}},
     "groups": {"vision": USERS},
     "auth": {"admin_users": ["admin"]},
@@ -51,19 +72,89 @@ def group_gpus_in_cluster(core: Any, namespace: str) -> int:
     return total
 
 
+def job_pod(name: str, node: str) -> dict[str, Any]:
+    """A worker pod as the training operator creates it for a job charged to vision: the
+    gpuhub job labels, one GPU, the group's quota PriorityClass; runs a few seconds."""
+    return {
+        "metadata": {
+            "name": name,
+            "labels": {
+                "gpuhub.io/gpus": "1",
+                "gpuhub.io/gpu-type": "a100",
+                "gpuhub.io/group": "vision",
+                "gpuhub.io/user": "jobs",
+                "gpuhub.io/kind": "job",
+            },
+        },
+        "spec": {
+            "priorityClassName": priority_class("vision"),
+            "nodeSelector": {"gpuhub.dev/test-node": node},
+            "tolerations": [
+                {"key": "gpuhub.dev/process-node", "operator": "Exists"},
+                {"key": "nvidia.com/gpu", "operator": "Exists"},
+            ],
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "worker",
+                    "image": "ghcr.io/gpuhub/pytorch:cu128",
+                    "command": ["python3", "-c", "import time; time.sleep(3)"],
+                    "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                }
+            ],
+        },
+    }
+
+
+@pytest.mark.parametrize("with_jobs", [False, True], ids=["notebooks", "notebooks+jobs"])
 def test_storm_never_overcommits_and_restart_keeps_truth(
-    k8s_cluster: Cluster, namespace: str, hub_kubeconfig: Path, tmp_path: Path
+    k8s_cluster: Cluster, namespace: str, hub_kubeconfig: Path, tmp_path: Path, with_jobs: bool
 ):
+    """With jobs, worker pods created by another process (as the training operator would)
+    compete for the same group quota; the per-group ResourceQuota scoped by PriorityClass
+    (gpuhub.kube.groupquota) makes the apiserver the last word for both."""
     core = k8s_cluster.core
     node = f"storm-{uuid.uuid4().hex[:6]}"
-    k8s_cluster.add_process_node(node, gpus=64, labels={
-        "nvidia.com/gpu.product": A100, "nvidia.com/cuda.driver-version.major": "580",
-        "nvidia.com/cuda.driver-version.minor": "65",
-        "nvidia.com/cuda.driver-version.revision": "06", "gpuhub.dev/test-node": node})
-    hub = Hub(tmp_path / "hub", CONFIG, config_file=HERE / "kube_hub_config.py", extra_env={
-        "KUBECONFIG": str(hub_kubeconfig), "GPUHUB_K8S_NAMESPACE": namespace,
-        "GPUHUB_WATCH_NAMESPACES": json.dumps([namespace]), "GPUHUB_STUB_SERVER": "1",
-        "GPUHUB_NODE_SELECTOR": json.dumps({"gpuhub.dev/test-node": node})})
+    k8s_cluster.add_process_node(
+        node,
+        gpus=64,
+        labels={
+            "nvidia.com/gpu.product": A100,
+            "nvidia.com/cuda.driver-version.major": "580",
+            "nvidia.com/cuda.driver-version.minor": "65",
+            "nvidia.com/cuda.driver-version.revision": "06",
+            "gpuhub.dev/test-node": node,
+        },
+    )
+    quota_objects = group_quota_manifests(parse_config(CONFIG), [namespace]) if with_jobs else []
+    if with_jobs:
+        sched = client.SchedulingV1Api(k8s_cluster.api)
+        for obj in quota_objects:
+            if obj["kind"] == "PriorityClass":
+                with contextlib.suppress(ApiException):
+                    sched.create_priority_class(obj)
+            else:
+                core.create_namespaced_resource_quota(namespace, obj)
+        # admission needs the controller-manager to have filled the quota's status
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            rq = core.read_namespaced_resource_quota(priority_class("vision"), namespace)
+            if rq.status and rq.status.hard:
+                break
+            time.sleep(0.3)
+    hub = Hub(
+        tmp_path / "hub",
+        CONFIG,
+        config_file=HERE / "kube_hub_config.py",
+        extra_env={
+            "KUBECONFIG": str(hub_kubeconfig),
+            "GPUHUB_K8S_NAMESPACE": namespace,
+            "GPUHUB_WATCH_NAMESPACES": json.dumps([namespace]),
+            "GPUHUB_STUB_SERVER": "1",
+            "GPUHUB_GROUP_QUOTA_CLASSES": "1" if with_jobs else "0",
+            "GPUHUB_NODE_SELECTOR": json.dumps({"gpuhub.dev/test-node": node}),
+        },
+    )
     hub.start()
     stop_sampling = threading.Event()
     peak = {"gpus": 0, "samples": 0}
@@ -98,11 +189,16 @@ def test_storm_never_overcommits_and_restart_keeps_truth(
                 hub.start()
             try:
                 if op == "spawn":
-                    r = requests.post(f"{hub.api}/users/{user}/server", headers=auth(tokens[user]),
-                                      json={"profile": "gpu", "gpus": gpus}, timeout=60)
+                    r = requests.post(
+                        f"{hub.api}/users/{user}/server",
+                        headers=auth(tokens[user]),
+                        json={"profile": "gpu", "gpus": gpus},
+                        timeout=60,
+                    )
                 else:
-                    r = requests.delete(f"{hub.api}/users/{user}/server",
-                                        headers=auth(tokens[user]), timeout=60)
+                    r = requests.delete(
+                        f"{hub.api}/users/{user}/server", headers=auth(tokens[user]), timeout=60
+                    )
             except requests.RequestException:
                 time.sleep(0.5)  # the hub is restarting: not an operation
                 return
@@ -120,18 +216,40 @@ def test_storm_never_overcommits_and_restart_keeps_truth(
             while done["ops"] < OPS and time.monotonic() < deadline:
                 one_op()
 
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            for f in [pool.submit(worker) for _ in range(8)]:
+        jobs = {"created": 0, "refused": 0}
+
+        def job_creator() -> None:
+            i = 0
+            while done["ops"] < OPS:
+                i += 1
+                try:
+                    core.create_namespaced_pod(namespace, job_pod(f"job-{i}-worker-0", node))
+                    jobs["created"] += 1
+                except ApiException as e:
+                    assert e.status == 403 and "exceeded quota" in str(e.body), e
+                    jobs["refused"] += 1
+                time.sleep(0.3)
+
+        with ThreadPoolExecutor(max_workers=9) as pool:
+            futures = [pool.submit(worker) for _ in range(8)]
+            if with_jobs:
+                futures.append(pool.submit(job_creator))
+            for f in futures:
                 f.result()
+        if with_jobs:
+            assert jobs["created"] > 0 and jobs["refused"] > 0, jobs
         assert done["restarted"]
         assert sum(outcome.values()) >= OPS, outcome
-        assert outcome.get("spawn 403", 0) > 0, outcome       # the quota really bit
+        assert outcome.get("spawn 403", 0) > 0, outcome  # the quota really bit
         assert any(k.startswith("spawn 20") for k in outcome), outcome
         # let pending spawns settle, then compare the hub's ledger with the cluster
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            pending = [u for u in USERS
-                       if (s := hub.user_model(u, tokens[u])["servers"].get("")) and s["pending"]]
+            pending = [
+                u
+                for u in USERS
+                if (s := hub.user_model(u, tokens[u])["servers"].get("")) and s["pending"]
+            ]
             if not pending:
                 break
             time.sleep(0.5)
@@ -147,11 +265,17 @@ def test_storm_never_overcommits_and_restart_keeps_truth(
         # no leaked pods: every gpuhub pod belongs to a server the hub knows is running
         running = {u for u in USERS if hub.user_model(u, tokens[u])["servers"].get("")}
         pods = core.list_namespaced_pod(namespace, label_selector="gpuhub.io/gpus").items
-        owners = {p.metadata.annotations["hub.jupyter.org/username"] for p in pods
-                  if p.status.phase not in ("Succeeded", "Failed")
-                  and not p.metadata.deletion_timestamp}
+        owners = {
+            p.metadata.annotations["hub.jupyter.org/username"]
+            for p in pods
+            if p.status.phase not in ("Succeeded", "Failed")
+            and not p.metadata.deletion_timestamp
+            and p.metadata.labels.get("gpuhub.io/kind") != "job"
+        }
         assert owners <= running, (owners, running)
         print(f"500 answers: {errors}")
+        if with_jobs:
+            print(f"job pods: {jobs}")
         print(f"storm outcome: {outcome}; peak {peak['gpus']} GPUs over {peak['samples']} samples")
     finally:
         stop_sampling.set()
@@ -159,5 +283,11 @@ def test_storm_never_overcommits_and_restart_keeps_truth(
         hub.stop()
         for pod in core.list_namespaced_pod(namespace).items:
             core.delete_namespaced_pod(pod.metadata.name, namespace, grace_period_seconds=0)
+        for obj in quota_objects:
+            if obj["kind"] == "PriorityClass":
+                with contextlib.suppress(ApiException):
+                    client.SchedulingV1Api(k8s_cluster.api).delete_priority_class(
+                        obj["metadata"]["name"]
+                    )
     assert peak["samples"] > 10
     assert peak["gpus"] <= QUOTA, f"overcommit: {peak['gpus']} GPUs held, quota {QUOTA}"

@@ -275,3 +275,19 @@ def test_state_and_live_allocations_from_cluster(config):
     ]
     job["status"]["conditions"].append({"type": "Succeeded", "status": "True"})
     assert allocations_from_cluster([], [job]) == []
+
+
+def test_group_quota_class_on_gpu_workers_only(config):
+    from dataclasses import replace
+
+    settings = replace(SETTINGS, group_quota_classes=True)
+    job = make_job(config, spec(config, group="vision"), settings, "vision")
+    for replica in job["spec"]["pytorchReplicaSpecs"].values():
+        assert replica["template"]["spec"]["priorityClassName"] == "gpuhub-group-vision"
+    cpu = make_job(config, spec(config, gpus_per_worker=0, gpu_type=None), settings, None)
+    for replica in cpu["spec"]["pytorchReplicaSpecs"].values():
+        assert "priorityClassName" not in replica["template"]["spec"]
+    # off by default: the admin template's own class (if any) is left alone
+    plain = make_job(config, spec(config, group="vision"), SETTINGS, "vision")
+    for replica in plain["spec"]["pytorchReplicaSpecs"].values():
+        assert "priorityClassName" not in replica["template"]["spec"]

@@ -171,7 +171,9 @@ def test_capacity_and_driver_filter(config):
     # a spawner's node_selector limits what counts (e.g. a pool of its own)
     nodes[0]["metadata"]["labels"]["pool"] = "team"
     assert capacity(config, nodes, pods, node_selector={"pool": "team"}) == {
-        "a100": (8, 5), "h100": (0, 0)}
+        "a100": (8, 5),
+        "h100": (0, 0),
+    }
 
 
 def test_kube_ledger_counts_pending_pods_and_in_flight(config):
@@ -254,3 +256,34 @@ def test_messages():
 def test_to_bytes():
     assert to_bytes("4G") == to_bytes("4Gi") == 4 * 1024**3
     assert to_bytes("512M") == 512 * 1024**2 and to_bytes("1000") == 1000
+
+
+def test_group_quota_manifests(config):
+    from gpuhub.kube.groupquota import group_quota_manifests, is_quota_rejection, priority_class
+
+    objs = group_quota_manifests(config, ["hub", "jobs"])
+    assert [(o["kind"], o["metadata"]["name"], o["metadata"].get("namespace")) for o in objs] == [
+        ("PriorityClass", "gpuhub-group-vision", None),
+        ("ResourceQuota", "gpuhub-group-vision", "hub"),
+        ("ResourceQuota", "gpuhub-group-vision", "jobs"),
+        ("PriorityClass", "gpuhub-group-nlp", None),
+        ("ResourceQuota", "gpuhub-group-nlp", "hub"),
+        ("ResourceQuota", "gpuhub-group-nlp", "jobs"),
+    ]
+    assert objs[0]["value"] == 0 and objs[0]["preemptionPolicy"] == "Never"
+    assert objs[1]["spec"] == {
+        "hard": {"requests.nvidia.com/gpu": "4"},
+        "scopeSelector": {
+            "matchExpressions": [
+                {"scopeName": "PriorityClass", "operator": "In", "values": ["gpuhub-group-vision"]}
+            ]
+        },
+    }
+    # any group name gives a valid object name, and distinct names stay distinct
+    from kubespawner.slugs import is_valid_object_name
+
+    for g in ("Vision Team", "ml@corp", "x" * 90):
+        assert is_valid_object_name(priority_class(g))
+    assert priority_class("Vision Team") != priority_class("vision-team")
+    assert is_quota_rejection(403, 'pods "x" is forbidden: exceeded quota: gpuhub-group-vision')
+    assert not is_quota_rejection(403, "forbidden: User cannot create pods")

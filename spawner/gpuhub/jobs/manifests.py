@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..kube.groupquota import priority_class
 from ..model import GpuhubConfig
 from .policy import JobSpec
 
@@ -42,6 +43,7 @@ class KubeJobSettings:
     ttl_seconds_after_finished: int | None = 86400
     backoff_limit: int = 0
     kueue_queue: str | None = None
+    group_quota_classes: bool = False
 
 
 def safe_label(value: str) -> str:
@@ -185,6 +187,9 @@ def make_pod_template(
         ],
     )
     pod.setdefault("restartPolicy", "Never")
+    if settings.group_quota_classes and spec.gpus_per_worker and group:
+        # the group's ResourceQuota scope (gpuhub.kube.groupquota): the apiserver caps it
+        pod["priorityClassName"] = priority_class(group)
     if spec.gpus_per_worker and spec.gpu_type:
         pod["tolerations"] = [
             *pod.get("tolerations", []),

@@ -16,10 +16,12 @@ import copy
 import time
 from typing import Any, ClassVar
 
+from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
 from kubespawner.clients import shared_client
-from traitlets import Integer, List, Unicode, default
+from traitlets import Bool, Integer, List, Unicode, default
 
+from ..kube.groupquota import is_quota_rejection, priority_class
 from ..kube.informer import Informer
 from ..kube.labels import GPU_POD_SELECTOR
 from ..kube.ledger import KubeLedgerBackend
@@ -56,10 +58,23 @@ class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
         """,
     )
 
+    group_quota_classes = Bool(
+        False,
+        config=True,
+        help="""Give every GPU pod its group's PriorityClass (``gpuhub-group-<group>``) so
+        the per-group ResourceQuotas from ``gpuhub-config kube-quotas`` make the apiserver
+        enforce group quotas atomically for notebooks and jobs alike.  Apply those objects
+        first; a profile's own ``priority_class`` is then not used for GPU pods.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
     _caches: ClassVar[dict[Any, tuple[list[Informer], Informer]]] = {}
     _backends: ClassVar[dict[Any, KubeLedgerBackend]] = {}
     _base: dict[str, Any] | None = None
     _gpuhub_request: SpawnRequest | None = None
+    _gpuhub_alloc: Allocation | None = None
 
     # -- shared caches ------------------------------------------------------------------
     def _informers(self) -> tuple[list[Informer], Informer]:
@@ -142,6 +157,7 @@ class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
             raise user_error(503, f"GPU usage could not be read from the cluster{detail}") from e
         request, alloc = self.claim_resources()  # synchronous: no await from check to reserve
         self._gpuhub_request = request
+        self._gpuhub_alloc = alloc
         try:
             self._apply_overrides(request, alloc)
             return await self._start_within_deadline(request)
@@ -166,7 +182,10 @@ class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
                 "priority_class_name",
             )
             self._base = {n: copy.deepcopy(getattr(self, n)) for n in names}
-        for name, value in pod_overrides(self.gpuhub, request, alloc).items():
+        overrides = pod_overrides(self.gpuhub, request, alloc)
+        if self.group_quota_classes and alloc is not None:
+            overrides["priority_class_name"] = priority_class(alloc.group)
+        for name, value in overrides.items():
             base = self._base[name]
             if name in _LIST_TRAITS:
                 value = [*base, *value]
@@ -202,6 +221,16 @@ class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
                         "another GPU type.",
                     )
             return task.result()
+        except ApiException as e:
+            if is_quota_rejection(e.status or 0, str(e.body or e.reason)):
+                group = self._gpuhub_alloc.group if self._gpuhub_alloc else "?"
+                raise user_error(
+                    403,
+                    f"Not enough GPU quota: the cluster's quota for group {group} refused the "
+                    f"pod ({e.reason}); another server or job took the group's last GPUs "
+                    "a moment ago. Try again when one of them stops.",
+                ) from e
+            raise
         except BaseException:
             if not task.done():
                 task.cancel()

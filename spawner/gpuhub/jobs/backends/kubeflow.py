@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from traitlets import Dict, Enum, Integer, Unicode
+from traitlets import Bool, Dict, Enum, Integer, Unicode
 
 from ...errors import OptionError
 from ...ledger import Ledger
@@ -179,6 +179,17 @@ class KubeflowJobBackend(JobBackend):
         """,
     )
 
+    group_quota_classes = Bool(
+        False,
+        config=True,
+        help="""Give job worker pods their group's PriorityClass, as GPUKubeSpawner's
+        ``group_quota_classes`` does for notebooks, so the per-group ResourceQuotas from
+        ``gpuhub-config kube-quotas`` cap notebooks and jobs together at the apiserver.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
     _lock: asyncio.Lock | None = None
     _api: Any = None
 
@@ -191,6 +202,7 @@ class KubeflowJobBackend(JobBackend):
             clean_pod_policy=self.clean_pod_policy,
             ttl_seconds_after_finished=self.ttl_seconds_after_finished,
             kueue_queue=self.kueue_queue or None,
+            group_quota_classes=self.group_quota_classes,
         )
 
     async def _client(self) -> Any:
