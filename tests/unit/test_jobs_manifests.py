@@ -214,19 +214,34 @@ def test_script_configmap_owned_by_the_job(config):
 
 
 def test_label_values_are_safe_for_any_name(config):
-    assert safe_label("bob") == "bob"
-    odd = ["Alice", "a@b.com", "-x-", "ü" * 70, "", "a" * 64]
     import re
 
+    from kubespawner.slugs import is_valid_label
+
+    assert safe_label("bob") == "bob" and safe_label("Alice") == "Alice"  # already valid
+    odd = ["a@b.com", "-x-", "ü" * 70, "a" * 64, "a b"]
     for name in odd:
         value = safe_label(name)
+        assert is_valid_label(value) and len(value) <= 63 and value != name, value
         assert re.fullmatch(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]", value), value
-        assert len(value) <= 63 and value != name
-    assert safe_label("Alice") != safe_label("alice")
+    assert len({safe_label(n) for n in odd}) == len(odd)  # distinct names stay distinct
     s = spec(config, user="Ann.Lee@example.org")
     job = make_job(config, s, SETTINGS, "vision")
     assert job["metadata"]["labels"]["gpuhub.io/user"] == safe_label("Ann.Lee@example.org")
     assert job["metadata"]["annotations"]["gpuhub.io/user"] == "Ann.Lee@example.org"
+
+
+def test_job_mounts_the_same_home_claim_as_the_notebook(config):
+    """KubeSpawner expands ``{username}`` in ``pvc_name_template`` with its safe slug; the
+    job must mount that very claim, for any username."""
+    from kubespawner.slugs import safe_slug
+
+    for user in ("bob", "Ann.Lee@example.org", "x--y", "ü" * 60):
+        job = make_job(config, spec(config, user=user), SETTINGS, "vision")
+        for replica in job["spec"]["pytorchReplicaSpecs"].values():
+            (home,) = [v for v in replica["template"]["spec"]["volumes"] if v["name"] == "home"]
+            claim = home["persistentVolumeClaim"]["claimName"]
+            assert claim == "claim-" + safe_slug(user, max_length=48), (user, claim)
 
 
 def test_state_and_live_allocations_from_cluster(config):

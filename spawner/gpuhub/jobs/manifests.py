@@ -10,12 +10,14 @@ labels, so worker pods count in the live quota exactly like notebook pods.
 from __future__ import annotations
 
 import copy
-import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubespawner.slugs import safe_slug
+
 from ..kube.groupquota import priority_class
+from ..kube.labels import label_value
 from ..model import GpuhubConfig
 from .policy import JobSpec
 
@@ -47,14 +49,15 @@ class KubeJobSettings:
 
 
 def safe_label(value: str) -> str:
-    """A label value valid for any string (kubespawner's safe-slug scheme): kept when it
-    is already a lowercase DNS label, else escaped and suffixed with a hash, so distinct
-    names never collide.  The raw value goes into an annotation."""
-    if _VALID_LABEL.fullmatch(value):
-        return value
-    digest = hashlib.sha256(value.encode()).hexdigest()[:8]
-    stem = re.sub(r"[^a-z0-9.-]+", "-", value.lower()).strip("-.")[:40].strip("-.")
-    return f"{stem or 'x'}---{digest}"
+    """A label value valid for any name: the same rule notebook pods use
+    (:func:`gpuhub.kube.labels.label_value`); the raw value goes into an annotation."""
+    return label_value(value)
+
+
+def home_claim(settings: KubeJobSettings, user: str) -> str:
+    """The user's home PVC, named exactly as KubeSpawner names it: ``{username}`` in
+    ``pvc_name_template`` expands to kubespawner's safe slug (``slug_scheme="safe"``)."""
+    return settings.home_claim_template.format(username=safe_slug(user, max_length=48))
 
 
 def job_name(spec: JobSpec) -> str:
@@ -178,9 +181,7 @@ def make_pod_template(
         [
             {
                 "name": "home",
-                "persistentVolumeClaim": {
-                    "claimName": settings.home_claim_template.format(username=safe_label(spec.user))
-                },
+                "persistentVolumeClaim": {"claimName": home_claim(settings, spec.user)},
             },
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.profile.shm}},
             {"name": "gpuhub-script", "configMap": {"name": f"{job_name(spec)}-script"}},
