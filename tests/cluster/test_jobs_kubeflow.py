@@ -26,7 +26,7 @@ from gpuhub.config import parse_config
 from gpuhub.errors import QuotaDenied
 from gpuhub.jobs.backends.kubeflow import KubeflowJobBackend
 from gpuhub.jobs.policy import validate_job
-from gpuhub.kube.labels import allocation_from_pod
+from gpuhub.kube.labels import allocation_from_pod, label_value
 from gpuhub.kube.ledger import KubeLedgerBackend
 from gpuhub.model import SpawnRequest
 from testbed import Cluster, ProcessNode, install_crds
@@ -108,7 +108,8 @@ async def test_pytorchjob_accepted_and_counted(
         )
         labels = obj["metadata"]["labels"]
         assert labels["gpuhub.io/kind"] == "job" and labels["gpuhub.io/gpus"] == "2"
-        assert labels["gpuhub.io/user"].startswith("bob.smith-x---")
+        # the same label rule as notebook pods (gpuhub.kube.labels.label_value)
+        assert labels["gpuhub.io/user"] == label_value("Bob.Smith@x") == "bob-smith-x---65b8104b"
         assert obj["metadata"]["annotations"]["gpuhub.io/user"] == "Bob.Smith@x"
         for replica in ("Master", "Worker"):
             tpl = obj["spec"]["pytorchReplicaSpecs"][replica]["template"]
@@ -168,8 +169,9 @@ print(f"gpuhub-ddp rank={rank} done", flush=True)
 
 
 @pytest.fixture(scope="module")
-def job_node(k8s_cluster: Cluster,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessNode]:
+def job_node(
+    k8s_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProcessNode]:
     """A process node that looks like an A100 node with 2 GPUs.  Its ``PATH`` starts with
     a ``torchrun`` of this Python environment (what the job image would ship).  Stopped
     and its Node deleted after this module, so later tests see the fleet they expect."""
@@ -197,20 +199,39 @@ def home_claim(k8s_cluster: Cluster, namespace: str) -> Iterator[str]:
     a local folder); the PV is deleted afterwards."""
     core = k8s_cluster.core
     pv = f"pv-{namespace}"
-    core.create_persistent_volume({
-        "metadata": {"name": pv},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
-                 "storageClassName": "", "hostPath": {"path": f"/tmp/{pv}"},
-                 "claimRef": {"namespace": namespace, "name": "claim-alice"}},
-    })
+    core.create_persistent_volume(
+        {
+            "metadata": {"name": pv},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "hostPath": {"path": f"/tmp/{pv}"},
+                "claimRef": {"namespace": namespace, "name": "claim-alice"},
+            },
+        }
+    )
     try:
-        core.create_namespaced_persistent_volume_claim(namespace, {
-            "metadata": {"name": "claim-alice"},
-            "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "",
-                     "volumeName": pv, "resources": {"requests": {"storage": "1Gi"}}},
-        })
-        wait_until(lambda: core.read_namespaced_persistent_volume_claim(
-            "claim-alice", namespace).status.phase == "Bound", 60, "claim-alice Bound")
+        core.create_namespaced_persistent_volume_claim(
+            namespace,
+            {
+                "metadata": {"name": "claim-alice"},
+                "spec": {
+                    "accessModes": ["ReadWriteMany"],
+                    "storageClassName": "",
+                    "volumeName": pv,
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+        )
+        wait_until(
+            lambda: (
+                core.read_namespaced_persistent_volume_claim("claim-alice", namespace).status.phase
+                == "Bound"
+            ),
+            60,
+            "claim-alice Bound",
+        )
         yield "claim-alice"
     finally:
         core.delete_persistent_volume(pv)
@@ -265,11 +286,18 @@ async def test_pytorchjob_runs_ddp_on_the_process_node(
     await backend.recover()
     job_id = uuid.uuid4().hex[:8]
     name = f"gpuhub-job-{job_id}"
-    body = {"framework": "pytorch", "workers": 2, "gpus_per_worker": 1, "gpu_type": "a100",
-            "group": "vision", "path": "exp/ddp.ipynb"}
+    body = {
+        "framework": "pytorch",
+        "workers": 2,
+        "gpus_per_worker": 1,
+        "gpu_type": "a100",
+        "group": "vision",
+        "path": "exp/ddp.ipynb",
+    }
     try:
-        spec = validate_job(cfg, "alice", ["vision"], body, job_id=job_id, max_workers=8,
-                            script=DDP_SCRIPT)
+        spec = validate_job(
+            cfg, "alice", ["vision"], body, job_id=job_id, max_workers=8, script=DDP_SCRIPT
+        )
         job = await backend.submit(spec, ["vision"])
         selector = f"{JOB_LABEL}={name}"
 
@@ -293,8 +321,8 @@ async def test_pytorchjob_runs_ddp_on_the_process_node(
         def running() -> bool:
             current = pods()
             return len(current) == 2 and all(
-                p.spec.node_name == job_node.name and p.status.phase == "Running"
-                for p in current)
+                p.spec.node_name == job_node.name and p.status.phase == "Running" for p in current
+            )
 
         wait_until(running, 90, f"{name} pods Running on {job_node.name}")
         master_ip = core.read_namespaced_pod(f"{name}-master-0", namespace).status.pod_ip
@@ -303,8 +331,10 @@ async def test_pytorchjob_runs_ddp_on_the_process_node(
 
         async def ranks_printed() -> bool:
             lines = [*(await backend.logs(job, 0, 200))[0], *(await backend.logs(job, 1, 200))[0]]
-            return all(any(f"gpuhub-ddp rank={r} world=2 allreduce=3" in line for line in lines)
-                       for r in (0, 1))
+            return all(
+                any(f"gpuhub-ddp rank={r} world=2 allreduce=3" in line for line in lines)
+                for r in (0, 1)
+            )
 
         try:
             await wait_for(ranks_printed, 120, "both ranks' DDP step")
@@ -314,23 +344,40 @@ async def test_pytorchjob_runs_ddp_on_the_process_node(
             raise
 
         # while they run, the pods are what GPUKubeSpawner's quota sees: 2 GPUs of vision
-        pod_dicts = [k8s_cluster.api.sanitize_for_serialization(p) for p in
-                     core.list_namespaced_pod(namespace, label_selector="gpuhub.io/gpus").items]
+        pod_dicts = [
+            k8s_cluster.api.sanitize_for_serialization(p)
+            for p in core.list_namespaced_pod(namespace, label_selector="gpuhub.io/gpus").items
+        ]
         allocs = [allocation_from_pod(p) for p in pod_dicts]
-        assert sorted((a.user, a.group, a.gpus, a.kind, a.pending) for a in allocs if a) == [
-            ("alice", "vision", 1, "job", False)] * 2
+        assert (
+            sorted((a.user, a.group, a.gpus, a.kind, a.pending) for a in allocs if a)
+            == [("alice", "vision", 1, "job", False)] * 2
+        )
         kube_ledger = KubeLedgerBackend(cfg)
         kube_ledger.resync(pod_dicts, namespace)
         assert sum(a.gpus for a in kube_ledger.snapshot().usage() if a.group == "vision") == 2
-        notebook = SpawnRequest(user="bob", profile=cfg.profiles[0], image=cfg.images["torch"],
-                                gpu_type="a100", gpus=3, group="vision")
+        notebook = SpawnRequest(
+            user="bob",
+            profile=cfg.profiles[0],
+            image=cfg.images["torch"],
+            gpu_type="a100",
+            gpus=3,
+            group="vision",
+        )
         with pytest.raises(QuotaDenied, match=r"group vision uses 2 of 4 GPUs: alice 2"):
             kube_ledger.reserve("bob-notebook", notebook, ["vision"])
         # the jobs service's own quota view agrees
         with pytest.raises(QuotaDenied, match=r"group vision uses 2 of 4 GPUs: alice 2"):
             await backend.submit(
-                validate_job(cfg, "bob", ["vision"], {**body, "workers": 3}, job_id="zz01",
-                             max_workers=8, script="print(1)\n"),
+                validate_job(
+                    cfg,
+                    "bob",
+                    ["vision"],
+                    {**body, "workers": 3},
+                    job_id="zz01",
+                    max_workers=8,
+                    script="print(1)\n",
+                ),
                 ["vision"],
             )
 
@@ -347,23 +394,41 @@ async def test_pytorchjob_runs_ddp_on_the_process_node(
             lines, workers = await backend.logs(done, worker, 200)
             assert workers == 2
             assert any(f"gpuhub-ddp rank={worker} world=2 allreduce=3" in ln for ln in lines), (
-                worker, lines, [(p.metadata.name, p.status.phase) for p in pods()])
+                worker,
+                lines,
+                [(p.metadata.name, p.status.phase) for p in pods()],
+            )
             assert f"gpuhub-ddp rank={worker} done" in lines
             # MASTER_ADDR named the master's Service; the process node gave its pod IP
             assert any(f"master={master_ip}" in ln for ln in lines), (master_ip, lines)
         # the job is Succeeded once the master is; the worker's torchrun exits a moment later
-        wait_until(lambda: [p.status.phase for p in pods()] == ["Succeeded"] * 2, 30,
-                   f"both pods of {name} Succeeded")
-        kube_ledger.resync([k8s_cluster.api.sanitize_for_serialization(p) for p in pods()],
-                           namespace)
+        wait_until(
+            lambda: [p.status.phase for p in pods()] == ["Succeeded"] * 2,
+            30,
+            f"both pods of {name} Succeeded",
+        )
+        kube_ledger.resync(
+            [k8s_cluster.api.sanitize_for_serialization(p) for p in pods()], namespace
+        )
         assert [a for a in kube_ledger.snapshot().usage() if a.group == "vision"] == []
     finally:
         for plural in ("pytorchjobs",):
             for obj in custom.list_namespaced_custom_object(
-                    "kubeflow.org", "v1", namespace, plural)["items"]:
+                "kubeflow.org", "v1", namespace, plural
+            )["items"]:
                 custom.delete_namespaced_custom_object(
-                    "kubeflow.org", "v1", namespace, plural, obj["metadata"]["name"],
-                    propagation_policy="Foreground")
-        wait_until(lambda: not core.list_namespaced_pod(
-            namespace, label_selector="gpuhub.io/kind=job").items, 60, "job pods deleted")
+                    "kubeflow.org",
+                    "v1",
+                    namespace,
+                    plural,
+                    obj["metadata"]["name"],
+                    propagation_policy="Foreground",
+                )
+        wait_until(
+            lambda: (
+                not core.list_namespaced_pod(namespace, label_selector="gpuhub.io/kind=job").items
+            ),
+            60,
+            "job pods deleted",
+        )
         await backend.shutdown()
