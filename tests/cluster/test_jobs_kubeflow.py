@@ -183,7 +183,13 @@ def job_node(
     node = k8s_cluster.add_process_node(
         name,
         gpus=2,
-        labels={"nvidia.com/gpu.product": A100, "gpuhub.dev/test-node": name},
+        labels={
+            "nvidia.com/gpu.product": A100,
+            "nvidia.com/cuda.driver-version.major": "580",
+            "nvidia.com/cuda.driver-version.minor": "65",
+            "nvidia.com/cuda.driver-version.revision": "06",
+            "gpuhub.dev/test-node": name,
+        },
         env={"PATH": f"{tools}:{os.environ.get('PATH', '')}"},
     )
     try:

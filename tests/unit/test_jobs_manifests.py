@@ -31,6 +31,15 @@ SETTINGS = KubeJobSettings(namespace="team", pod_template=ADMIN_TEMPLATE, kueue_
 
 
 def spec(config, user="bob", **body):
+    from gpuhub.kube.objects import placement_terms
+    from gpuhub.profiles import validate_options
+
+    NOTEBOOK_TERMS[:] = placement_terms(
+        config,
+        validate_options(
+            config, "bob", ["vision"], {"profile": "gpu", "image": "torch", "gpu_type": "a100"}
+        ),
+    )
     body = {"framework": "pytorch", "workers": 2, "gpus_per_worker": 2, "gpu_type": "a100", **body}
     return validate_job(
         config, user, ["vision"], body, job_id="0a1b2c", max_workers=8, script="print('hi')\n"
@@ -52,6 +61,11 @@ NOTES = {
     "gpuhub.io/workers": "2",
     "gpuhub.io/group": "vision",
 }
+
+
+#: the node-selector terms GPUKubeSpawner gives a notebook of the job's image and GPU type
+#: (filled in by the config fixture's first use in ``spec``)
+NOTEBOOK_TERMS: list = []
 
 
 def expected_template(container: str, command: list[str]) -> dict:
@@ -92,20 +106,11 @@ def expected_template(container: str, command: list[str]) -> dict:
             "tolerations": [
                 {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
             ],
+            # exactly a notebook's placement for this image (GPU type + driver floor)
             "affinity": {
                 "nodeAffinity": {
                     "requiredDuringSchedulingIgnoredDuringExecution": {
-                        "nodeSelectorTerms": [
-                            {
-                                "matchExpressions": [
-                                    {
-                                        "key": "nvidia.com/gpu.product",
-                                        "operator": "In",
-                                        "values": ["NVIDIA-A100-SXM4-80GB"],
-                                    }
-                                ]
-                            }
-                        ]
+                        "nodeSelectorTerms": NOTEBOOK_TERMS
                     }
                 }
             },
@@ -306,3 +311,15 @@ def test_group_quota_class_on_gpu_workers_only(config):
     plain = make_job(config, spec(config, group="vision"), SETTINGS, "vision")
     for replica in plain["spec"]["pytorchReplicaSpecs"].values():
         assert "priorityClassName" not in replica["template"]["spec"]
+
+
+def test_gpu_job_needs_a_driver_for_its_cuda(config):
+    job = make_job(config, spec(config, group="vision"), SETTINGS, "vision")
+    for replica in job["spec"]["pytorchReplicaSpecs"].values():
+        terms = replica["template"]["spec"]["affinity"]["nodeAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]["nodeSelectorTerms"]
+        keys = [{e["key"] for e in t["matchExpressions"]} for t in terms]
+        assert all("nvidia.com/gpu.product" in k for k in keys)
+        assert any("nvidia.com/cuda.driver-version.major" in k for k in keys)
+        assert any("nvidia.com/cuda.driver.major" in k for k in keys)

@@ -18,12 +18,11 @@ from kubespawner.slugs import safe_slug
 
 from ..kube.groupquota import priority_class
 from ..kube.labels import label_value
+from ..kube.objects import GPU_RESOURCE, GPU_TOLERATION, placement_terms
 from ..model import GpuhubConfig
 from .policy import JobSpec
 
 LABEL = "gpuhub.io"
-GPU_RESOURCE = "nvidia.com/gpu"
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 KUBEFLOW_V1 = "kubeflow.org/v1"
 SCRIPT_KEY = "script.py"
@@ -192,20 +191,12 @@ def make_pod_template(
         # the group's ResourceQuota scope (gpuhub.kube.groupquota): the apiserver caps it
         pod["priorityClassName"] = priority_class(group)
     if spec.gpus_per_worker and spec.gpu_type:
-        pod["tolerations"] = [
-            *pod.get("tolerations", []),
-            {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
-        ]
-        product = config.gpu_types[spec.gpu_type].node_label
+        # the same placement as a notebook of this image: GPU type and a driver new
+        # enough for the image's CUDA (gpuhub.kube.objects decides for both)
+        pod["tolerations"] = [*pod.get("tolerations", []), GPU_TOLERATION]
         pod.setdefault("affinity", {})["nodeAffinity"] = {
             "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [
-                    {
-                        "matchExpressions": [
-                            {"key": GPU_PRODUCT_LABEL, "operator": "In", "values": [product]}
-                        ]
-                    }
-                ]
+                "nodeSelectorTerms": placement_terms(config, spec.ledger_request())
             }
         }
     return tpl
