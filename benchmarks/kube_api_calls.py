@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import re
 import sys
 import tempfile
@@ -26,29 +25,46 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests" / "cluster"), str(ROOT / "tests" / "integration")]
 import requests  # noqa: E402
 
-from hubproc import Hub, auth  # noqa: E402
+from hubproc import auth  # noqa: E402
+from kubehub import cluster_hub  # noqa: E402
 from testbed import Cluster  # noqa: E402
 from testbed.rbac import hub_kubeconfig  # noqa: E402
 
 A100 = "NVIDIA-A100-SXM4-80GB"
 CONFIG = {
     "gpu_types": {"a100": {"display_name": "A100", "node_label": A100}},
-    "images": {"torch": {"display_name": "PyTorch", "image": "ghcr.io/gpuhub/pytorch:cu128",
-                         "framework": "pytorch", "cuda": "12.8", "min_driver": "525.60.13"}},
-    "profiles": [{"slug": "gpu", "display_name": "GPU", "images": ["torch"], "cpu": 0.1,
-                  "memory": "256M", "groups": ["vision"],
-                  "gpu": {"types": ["a100"], "counts": [1]}}],
+    "images": {
+        "torch": {
+            "display_name": "PyTorch",
+            "image": "ghcr.io/gpuhub/pytorch:cu128",
+            "framework": "pytorch",
+            "cuda": "12.8",
+            "min_driver": "525.60.13",
+        }
+    },
+    "profiles": [
+        {
+            "slug": "gpu",
+            "display_name": "GPU",
+            "images": ["torch"],
+            "cpu": 0.1,
+            "memory": "256M",
+            "groups": ["vision"],
+            "gpu": {"types": ["a100"], "counts": [1]},
+        }
+    ],
     "quotas": {"groups": {"vision": {"gpus": 4}}},
     "groups": {"vision": ["alice"]},
     "auth": {"admin_users": ["admin"]},
 }
-_LINE = re.compile(r'^apiserver_request_total\{(.*)\} ([0-9.e+]+)$')
+_LINE = re.compile(r"^apiserver_request_total\{(.*)\} ([0-9.e+]+)$")
 
 
 def request_counts(cluster: Cluster) -> collections.Counter[tuple[str, str]]:
     """(verb, resource) -> requests served so far, from the apiserver's /metrics."""
-    text = cluster.api.call_api("/metrics", "GET", _preload_content=False,
-                                auth_settings=["BearerToken"])[0].data.decode()
+    text = cluster.api.call_api(
+        "/metrics", "GET", _preload_content=False, auth_settings=["BearerToken"]
+    )[0].data.decode()
     out: collections.Counter[tuple[str, str]] = collections.Counter()
     for line in text.splitlines():
         m = _LINE.match(line)
@@ -61,17 +77,16 @@ def request_counts(cluster: Cluster) -> collections.Counter[tuple[str, str]]:
     return out
 
 
-def run(cluster: Cluster, ns: str, node: str, plain: bool, cycles: int,
-        tmp: Path) -> collections.Counter[tuple[str, str]]:
-    kubeconfig = hub_kubeconfig(cluster.api, cluster.server, cluster.ca_file, ns,
-                                tmp / f"{ns}.kubeconfig")
-    env = {"KUBECONFIG": str(kubeconfig), "GPUHUB_K8S_NAMESPACE": ns,
-           "GPUHUB_WATCH_NAMESPACES": json.dumps([ns]), "GPUHUB_STUB_SERVER": "1",
-           "GPUHUB_NODE_SELECTOR": json.dumps({"gpuhub.dev/test-node": node})}
+def run(
+    cluster: Cluster, ns: str, node: str, plain: bool, cycles: int, tmp: Path
+) -> collections.Counter[tuple[str, str]]:
+    kubeconfig = hub_kubeconfig(
+        cluster.api, cluster.server, cluster.ca_file, ns, tmp / f"{ns}.kubeconfig"
+    )
+    env = {"GPUHUB_STUB_SERVER": "1"}
     if plain:
         env["GPUHUB_PLAIN_KUBESPAWNER"] = "1"
-    hub = Hub(tmp / ("plain" if plain else "gpuhub"), CONFIG,
-              config_file=ROOT / "tests" / "cluster" / "kube_hub_config.py", extra_env=env)
+    hub = cluster_hub(tmp / ("plain" if plain else "gpuhub"), CONFIG, kubeconfig, ns, node, **env)
     hub.start()
     try:
         token = hub.token("alice")
@@ -80,8 +95,9 @@ def run(cluster: Cluster, ns: str, node: str, plain: bool, cycles: int,
         for warm in (True, *([False] * cycles)):
             if not warm and "before" not in locals():
                 before = request_counts(cluster)
-            r = requests.post(f"{hub.api}/users/alice/server", json=options,
-                              headers=auth(token), timeout=120)
+            r = requests.post(
+                f"{hub.api}/users/alice/server", json=options, headers=auth(token), timeout=120
+            )
             r.raise_for_status()
             hub.wait_ready("alice", token, timeout=120)
             hub.stop_server("alice", token, timeout=120)
@@ -102,21 +118,31 @@ def main() -> None:
         cluster = Cluster(tmp / "k8s").start()
         try:
             node = "bench-node"
-            cluster.add_process_node(node, gpus=8, labels={
-                "nvidia.com/gpu.product": A100, "nvidia.com/cuda.driver-version.major": "580",
-                "nvidia.com/cuda.driver-version.minor": "65",
-                "nvidia.com/cuda.driver-version.revision": "06", "gpuhub.dev/test-node": node})
+            cluster.add_process_node(
+                node,
+                gpus=8,
+                labels={
+                    "nvidia.com/gpu.product": A100,
+                    "nvidia.com/cuda.driver-version.major": "580",
+                    "nvidia.com/cuda.driver-version.minor": "65",
+                    "nvidia.com/cuda.driver-version.revision": "06",
+                    "gpuhub.dev/test-node": node,
+                },
+            )
             results = {}
             for plain in (True, False):
                 ns = "bench-plain" if plain else "bench-gpuhub"
                 cluster.core.create_namespace({"metadata": {"name": ns}})
                 time.sleep(2)  # the namespace's default ServiceAccount
-                results["plain" if plain else "gpuhub"] = run(cluster, ns, node, plain,
-                                                              args.cycles, tmp)
+                results["plain" if plain else "gpuhub"] = run(
+                    cluster, ns, node, plain, args.cycles, tmp
+                )
         finally:
             cluster.stop()
-    keys = sorted(set(results["plain"]) | set(results["gpuhub"]),
-                  key=lambda k: -(results["plain"][k] + results["gpuhub"][k]))
+    keys = sorted(
+        set(results["plain"]) | set(results["gpuhub"]),
+        key=lambda k: -(results["plain"][k] + results["gpuhub"][k]),
+    )
     print(f"API requests per spawn + stop cycle ({args.cycles} cycles), all clients:")
     print(f"{'verb':<8} {'resource':<24} {'KubeSpawner':>12} {'gpuhub':>10}")
     for k in keys:

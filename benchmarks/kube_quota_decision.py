@@ -134,9 +134,7 @@ def main() -> None:
         capacity(cfg, nodes, pods)
         cap.append(time.perf_counter() - t0)
     med = statistics.median(samples) * 1e3
-    print(
-        f"{args.pods} pods on {args.nodes} GPU nodes; ledger load {load * 1e3:.0f} ms"
-    )
+    print(f"{args.pods} pods on {args.nodes} GPU nodes; ledger load {load * 1e3:.0f} ms")
     print(
         f"quota decision (check + reserve): median {med:.4f} ms, "
         f"p99 {samples[int(0.99 * len(samples))] * 1e3:.4f} ms over {args.n} decisions "

@@ -64,13 +64,15 @@ def process_node(k8s_cluster: Cluster) -> ProcessNode:
 
 
 @pytest.fixture(scope="session")
-def training_operator(k8s_cluster: Cluster,
-                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainingOperator]:
+def training_operator(
+    k8s_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TrainingOperator]:
     """The real Kubeflow training operator v1 (PyTorchJob, TFJob controllers) as a local
     process, with its CRDs installed; stopped by PID at the end of the session."""
     try:
-        operator = start_training_operator(k8s_cluster,
-                                           tmp_path_factory.mktemp("training-operator"))
+        operator = start_training_operator(
+            k8s_cluster, tmp_path_factory.mktemp("training-operator")
+        )
     except BinariesMissing as error:
         if os.environ.get("GPUHUB_CLUSTER_REQUIRED") == "1":
             pytest.fail(str(error))
@@ -94,8 +96,11 @@ def namespace(k8s_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[
     name = f"t-{uuid.uuid4().hex[:8]}"
     test = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:63].strip("-_.")
     core.create_namespace({"metadata": {"name": name, "labels": {"gpuhub.dev/test": test}}})
-    wait_until(lambda: bool(core.read_namespaced_service_account("default", name)), 60,
-               f"ServiceAccount {name}/default")
+    wait_until(
+        lambda: bool(core.read_namespaced_service_account("default", name)),
+        60,
+        f"ServiceAccount {name}/default",
+    )
     try:
         yield name
     finally:
@@ -110,11 +115,17 @@ def namespace(k8s_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[
 @pytest.fixture
 def hub_kubeconfig(k8s_cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Path]:
     """A kubeconfig for ServiceAccount ``<namespace>:hub`` with manifests/hub-rbac.yaml."""
-    path = write_hub_kubeconfig(k8s_cluster.api, k8s_cluster.server, k8s_cluster.ca_file, namespace,
-                          tmp_path / "hub.kubeconfig")
+    path = write_hub_kubeconfig(
+        k8s_cluster.api,
+        k8s_cluster.server,
+        k8s_cluster.ca_file,
+        namespace,
+        tmp_path / "hub.kubeconfig",
+    )
     try:
         yield path
     finally:
-        cluster_scoped = [o for o in hub_rbac_objects(namespace)
-                          if o["kind"] == "ClusterRoleBinding"]
+        cluster_scoped = [
+            o for o in hub_rbac_objects(namespace) if o["kind"] == "ClusterRoleBinding"
+        ]
         delete(k8s_cluster.api, cluster_scoped)

@@ -52,7 +52,5 @@ c.KubeSpawner.tolerations = [
 c.KubeSpawner.storage_pvc_ensure = False
 c.KubeSpawner.events_enabled = True
 c.KubeSpawner.node_selector = json.loads(os.environ.get("GPUHUB_NODE_SELECTOR", "{}"))
-c.KubeSpawner.k8s_api_request_retry_timeout = int(
-    os.environ.get("GPUHUB_K8S_RETRY_TIMEOUT", "30")
-)
+c.KubeSpawner.k8s_api_request_retry_timeout = int(os.environ.get("GPUHUB_K8S_RETRY_TIMEOUT", "30"))
 c.GPUKubeSpawner.group_quota_classes = os.environ.get("GPUHUB_GROUP_QUOTA_CLASSES") == "1"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,16 +14,14 @@ from typing import Any
 import pytest
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from gpuhub.config import parse_config  # noqa: E402
-from gpuhub.kube.messages import explain_failed_scheduling  # noqa: E402
-from gpuhub.kube.objects import pod_overrides  # noqa: E402
-from gpuhub.profiles import validate_options  # noqa: E402
-from hubproc import Hub, auth  # noqa: E402
-from testbed import Cluster, ProcessNode  # noqa: E402
+from gpuhub.config import parse_config
+from gpuhub.kube.messages import explain_failed_scheduling
+from gpuhub.kube.objects import pod_overrides
+from gpuhub.profiles import validate_options
+from kubehub import Hub, auth, cluster_hub
+from testbed import Cluster, ProcessNode
 
 pytestmark = pytest.mark.cluster
-HERE = Path(__file__).resolve().parent
 A100 = "NVIDIA-A100-SXM4-80GB"
 
 CONFIG: dict[str, Any] = {
@@ -97,17 +94,7 @@ def kube_hub(
     gpu_node: ProcessNode,
     tmp_path: Path,
 ) -> Iterator[Hub]:
-    hub = Hub(
-        tmp_path / "hub",
-        CONFIG,
-        config_file=HERE / "kube_hub_config.py",
-        extra_env={
-            "KUBECONFIG": str(hub_kubeconfig),
-            "GPUHUB_K8S_NAMESPACE": namespace,
-            "GPUHUB_WATCH_NAMESPACES": json.dumps([namespace]),
-            "GPUHUB_NODE_SELECTOR": json.dumps({"gpuhub.dev/test-node": gpu_node.name}),
-        },
-    )
+    hub = cluster_hub(tmp_path / "hub", CONFIG, hub_kubeconfig, namespace, gpu_node.name)
     try:
         yield hub.start()
     finally:
@@ -317,17 +304,13 @@ def test_without_gpuhub_rbac_the_spawn_fails_clearly(
         token,
         "z2jh-hub",
     )
-    hub = Hub(
+    hub = cluster_hub(
         tmp_path / "hub",
         CONFIG,
-        config_file=HERE / "kube_hub_config.py",
-        extra_env={
-            "KUBECONFIG": str(kubeconfig),
-            "GPUHUB_K8S_NAMESPACE": namespace,
-            "GPUHUB_WATCH_NAMESPACES": json.dumps([namespace]),
-            "GPUHUB_K8S_RETRY_TIMEOUT": "5",
-            "GPUHUB_NODE_SELECTOR": json.dumps({"gpuhub.dev/test-node": gpu_node.name}),
-        },
+        kubeconfig,
+        namespace,
+        gpu_node.name,
+        GPUHUB_K8S_RETRY_TIMEOUT="5",
     )
     hub.start()
     try:
@@ -350,17 +333,13 @@ def test_unschedulable_spawn_explains_then_gives_up_and_releases(
 ):
     """An H100 request when no H100 node exists: progress says why, the spawn fails after
     gpu_wait_timeout with that reason, the pod is gone and the quota is released."""
-    hub = Hub(
+    hub = cluster_hub(
         tmp_path / "hub",
         CONFIG,
-        config_file=HERE / "kube_hub_config.py",
-        extra_env={
-            "KUBECONFIG": str(hub_kubeconfig),
-            "GPUHUB_K8S_NAMESPACE": namespace,
-            "GPUHUB_WATCH_NAMESPACES": json.dumps([namespace]),
-            "GPUHUB_GPU_WAIT_TIMEOUT": "12",
-            "GPUHUB_NODE_SELECTOR": json.dumps({"gpuhub.dev/test-node": gpu_node.name}),
-        },
+        hub_kubeconfig,
+        namespace,
+        gpu_node.name,
+        GPUHUB_GPU_WAIT_TIMEOUT="12",
     )
     hub.start()
     try:

@@ -5,9 +5,7 @@ and afterwards the hub's ledger equals what runs and no pod is leaked."""
 from __future__ import annotations
 
 import contextlib
-import json
 import random
-import sys
 import threading
 import time
 import uuid
@@ -19,17 +17,14 @@ import pytest
 import requests
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from test_kube_spawner import A100, form_data, group_left
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from test_kube_spawner import A100, form_data, group_left  # noqa: E402
-
-from gpuhub.config import parse_config  # noqa: E402
-from gpuhub.kube.groupquota import group_quota_manifests, priority_class  # noqa: E402
-from hubproc import Hub, auth  # noqa: E402
-from testbed import Cluster  # noqa: E402
+from gpuhub.config import parse_config
+from gpuhub.kube.groupquota import group_quota_manifests, priority_class
+from kubehub import auth, cluster_hub
+from testbed import Cluster
 
 pytestmark = pytest.mark.cluster
-HERE = Path(__file__).resolve().parent
 QUOTA = 4
 USERS = [f"u{i}" for i in range(16)]
 OPS = 200
@@ -142,18 +137,14 @@ def test_storm_never_overcommits_and_restart_keeps_truth(
             if rq.status and rq.status.hard:
                 break
             time.sleep(0.3)
-    hub = Hub(
+    hub = cluster_hub(
         tmp_path / "hub",
         CONFIG,
-        config_file=HERE / "kube_hub_config.py",
-        extra_env={
-            "KUBECONFIG": str(hub_kubeconfig),
-            "GPUHUB_K8S_NAMESPACE": namespace,
-            "GPUHUB_WATCH_NAMESPACES": json.dumps([namespace]),
-            "GPUHUB_STUB_SERVER": "1",
-            "GPUHUB_GROUP_QUOTA_CLASSES": "1" if with_jobs else "0",
-            "GPUHUB_NODE_SELECTOR": json.dumps({"gpuhub.dev/test-node": node}),
-        },
+        hub_kubeconfig,
+        namespace,
+        node,
+        GPUHUB_STUB_SERVER="1",
+        GPUHUB_GROUP_QUOTA_CLASSES="1" if with_jobs else "0",
     )
     hub.start()
     stop_sampling = threading.Event()

@@ -22,8 +22,11 @@ from testbed.processes import pid_alive
 pytestmark = pytest.mark.cluster
 
 GPU_TOLERATION = {"key": GPU_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}
-PROCESS_TOLERATION = {"key": PROCESS_NODE_TAINT["key"], "operator": "Exists",
-                      "effect": "NoSchedule"}
+PROCESS_TOLERATION = {
+    "key": PROCESS_NODE_TAINT["key"],
+    "operator": "Exists",
+    "effect": "NoSchedule",
+}
 
 
 def gpu_pod(name: str, gpus: int, **spec: Any) -> dict[str, Any]:
@@ -32,8 +35,13 @@ def gpu_pod(name: str, gpus: int, **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {
             "tolerations": [GPU_TOLERATION],
-            "containers": [{"name": "main", "image": "cuda:placeholder",
-                            "resources": {"limits": {GPU_RESOURCE: str(gpus)}}}],
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "cuda:placeholder",
+                    "resources": {"limits": {GPU_RESOURCE: str(gpus)}},
+                }
+            ],
             **spec,
         },
     }
@@ -49,14 +57,21 @@ def process_pod(
             "nodeSelector": {"kubernetes.io/hostname": node.name},
             "tolerations": [PROCESS_TOLERATION],
             "restartPolicy": "Never",
-            "containers": [{"name": "main", "image": "python:local", "command": command,
-                            **container}],
+            "containers": [
+                {"name": "main", "image": "python:local", "command": command, **container}
+            ],
         },
     }
 
 
-def wait_pod(core: client.CoreV1Api, name: str, namespace: str, predicate: Any,
-             what: str, timeout: float = 60) -> client.V1Pod:
+def wait_pod(
+    core: client.CoreV1Api,
+    name: str,
+    namespace: str,
+    predicate: Any,
+    what: str,
+    timeout: float = 60,
+) -> client.V1Pod:
     found: list[client.V1Pod] = []
 
     def check() -> bool:
@@ -81,11 +96,14 @@ def test_fleet_nodes_match_config(k8s_cluster: Cluster, kwok_fleet: Fleet) -> No
             assert node.metadata.labels.items() >= node_labels(pool, name).items()
             assert node.status.capacity == node_capacity(pool)
             assert node.status.allocatable == node_capacity(pool)
-            taints = [{"key": t.key, "value": t.value, "effect": t.effect}
-                      for t in node.spec.taints or []]
+            taints = [
+                {"key": t.key, "value": t.value, "effect": t.effect} for t in node.spec.taints or []
+            ]
             assert taints == ([GPU_TAINT] if pool.gpu else [])
-    drivers = {nodes[n].metadata.labels.get("nvidia.com/cuda.driver-version.full")
-               for n in kwok_fleet.node_names()}
+    drivers = {
+        nodes[n].metadata.labels.get("nvidia.com/cuda.driver-version.full")
+        for n in kwok_fleet.node_names()
+    }
     assert {"535.183.01", "580.65.06", "570.133.20"} <= drivers
     a100 = nodes["a100-d535-0"].metadata.labels
     assert a100["nvidia.com/gpu.product"] == "NVIDIA-A100-SXM4-80GB"
@@ -122,10 +140,15 @@ def test_too_many_gpus_stays_pending_with_failed_scheduling(
 
 def test_quota_rejects_third_gpu_at_admission(k8s_cluster: Cluster, namespace: str) -> None:
     core = k8s_cluster.core
-    core.create_namespaced_resource_quota(namespace, {
-        "metadata": {"name": "gpus"}, "spec": {"hard": {f"requests.{GPU_RESOURCE}": "2"}}})
-    wait_until(lambda: core.read_namespaced_resource_quota("gpus", namespace).status.hard, 60,
-               "the controller-manager to fill in quota status")
+    core.create_namespaced_resource_quota(
+        namespace,
+        {"metadata": {"name": "gpus"}, "spec": {"hard": {f"requests.{GPU_RESOURCE}": "2"}}},
+    )
+    wait_until(
+        lambda: core.read_namespaced_resource_quota("gpus", namespace).status.hard,
+        60,
+        "the controller-manager to fill in quota status",
+    )
     core.create_namespaced_pod(namespace, gpu_pod("two", 2))
     with pytest.raises(ApiException) as rejected:
         core.create_namespaced_pod(namespace, gpu_pod("third", 1))
@@ -139,12 +162,23 @@ def test_process_node_serves_http_on_pod_ip(
     core = k8s_cluster.core
     command = [sys.executable, "-m", "http.server", "--bind", "$(POD_IP)", "8000"]
     probe = {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}
-    core.create_namespaced_pod(namespace, process_pod(
-        "web", process_node, command, ports=[{"name": "http", "containerPort": 8000}],
-        readinessProbe=probe))
-    pod = wait_pod(core, "web", namespace,
-                   lambda p: any(c.type == "Ready" and c.status == "True"
-                                 for c in p.status.conditions or []), "Ready")
+    core.create_namespaced_pod(
+        namespace,
+        process_pod(
+            "web",
+            process_node,
+            command,
+            ports=[{"name": "http", "containerPort": 8000}],
+            readinessProbe=probe,
+        ),
+    )
+    pod = wait_pod(
+        core,
+        "web",
+        namespace,
+        lambda p: any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or []),
+        "Ready",
+    )
     assert pod.status.phase == "Running"
     assert pod.status.pod_ip.startswith("127.") and pod.status.pod_ip != "127.0.0.1"
     with urllib.request.urlopen(f"http://{pod.status.pod_ip}:8000/", timeout=5) as resp:
@@ -163,19 +197,25 @@ def test_process_node_env_volumes_and_exit_codes(
     k8s_cluster: Cluster, process_node: ProcessNode, namespace: str
 ) -> None:
     core = k8s_cluster.core
-    script = ("import os, pathlib; pathlib.Path('out.txt').write_text('hi'); "
-              "print(os.environ['MY_NAME'], os.environ['MY_NS'], os.environ['GREETING'], "
-              "os.getcwd()); raise SystemExit(int(os.environ['CODE']))")
+    script = (
+        "import os, pathlib; pathlib.Path('out.txt').write_text('hi'); "
+        "print(os.environ['MY_NAME'], os.environ['MY_NS'], os.environ['GREETING'], "
+        "os.getcwd()); raise SystemExit(int(os.environ['CODE']))"
+    )
     for name, code in (("ok", "0"), ("boom", "3")):
-        body = process_pod(name, process_node, [sys.executable, "-c", script],
-                           workingDir="/home/jovyan",
-                           volumeMounts=[{"name": "home", "mountPath": "/home/jovyan"}],
-                           env=[{"name": "CODE", "value": code},
-                                {"name": "GREETING", "value": "hello-$(CODE)"},
-                                {"name": "MY_NAME", "valueFrom": {"fieldRef": {
-                                    "fieldPath": "metadata.name"}}},
-                                {"name": "MY_NS", "valueFrom": {"fieldRef": {
-                                    "fieldPath": "metadata.namespace"}}}])
+        body = process_pod(
+            name,
+            process_node,
+            [sys.executable, "-c", script],
+            workingDir="/home/jovyan",
+            volumeMounts=[{"name": "home", "mountPath": "/home/jovyan"}],
+            env=[
+                {"name": "CODE", "value": code},
+                {"name": "GREETING", "value": "hello-$(CODE)"},
+                {"name": "MY_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "MY_NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            ],
+        )
         body["spec"]["volumes"] = [{"name": "home", "emptyDir": {}}]
         core.create_namespaced_pod(namespace, body)
     ok = wait_pod(core, "ok", namespace, lambda p: p.status.phase == "Succeeded", "Succeeded")
@@ -195,19 +235,29 @@ def test_process_node_resolves_service_names_in_env(
     """No cluster DNS: an env value naming a Service becomes the IP of a pod it selects;
     the container waits until such a pod has one."""
     core = k8s_cluster.core
-    core.create_namespaced_service(namespace, {
-        "metadata": {"name": "peer"},
-        "spec": {"clusterIP": "None", "selector": {"app": "peer"}, "ports": [{"port": 80}]},
-    })
+    core.create_namespaced_service(
+        namespace,
+        {
+            "metadata": {"name": "peer"},
+            "spec": {"clusterIP": "None", "selector": {"app": "peer"}, "ports": [{"port": 80}]},
+        },
+    )
     script = "import os; print(os.environ['PEER'], os.environ['OTHER'])"
-    core.create_namespaced_pod(namespace, process_pod(
-        "client", process_node, [sys.executable, "-c", script],
-        env=[{"name": "PEER", "value": "peer"}, {"name": "OTHER", "value": "not-a-service"}]))
+    core.create_namespaced_pod(
+        namespace,
+        process_pod(
+            "client",
+            process_node,
+            [sys.executable, "-c", script],
+            env=[{"name": "PEER", "value": "peer"}, {"name": "OTHER", "value": "not-a-service"}],
+        ),
+    )
     wait_pod(core, "client", namespace, lambda p: p.status.pod_ip, "has an IP")
     time.sleep(2)
     assert process_node.pids(namespace, "client") == {}  # still waiting for "peer"
-    server = process_pod("server", process_node,
-                         [sys.executable, "-c", "import time; time.sleep(60)"])
+    server = process_pod(
+        "server", process_node, [sys.executable, "-c", "import time; time.sleep(60)"]
+    )
     server["metadata"]["labels"] = {"app": "peer"}
     core.create_namespaced_pod(namespace, server)
     wait_pod(core, "client", namespace, lambda p: p.status.phase == "Succeeded", "Succeeded")
@@ -220,12 +270,13 @@ def test_process_node_logs_follow_until_exit(
 ) -> None:
     core = k8s_cluster.core
     script = "import time\nfor i in range(3):\n    print('line', i, flush=True); time.sleep(0.5)"
-    core.create_namespaced_pod(namespace, process_pod("talk", process_node,
-                                                      [sys.executable, "-c", script]))
-    wait_pod(core, "talk", namespace, lambda p: p.status.phase in ("Running", "Succeeded"),
-             "started")
-    stream = core.read_namespaced_pod_log("talk", namespace, follow=True,
-                                          _preload_content=False)
+    core.create_namespaced_pod(
+        namespace, process_pod("talk", process_node, [sys.executable, "-c", script])
+    )
+    wait_pod(
+        core, "talk", namespace, lambda p: p.status.phase in ("Running", "Succeeded"), "started"
+    )
+    stream = core.read_namespaced_pod_log("talk", namespace, follow=True, _preload_content=False)
     assert stream.data.decode().splitlines() == ["line 0", "line 1", "line 2"]
     assert core.read_namespaced_pod_log("talk", namespace, tail_lines=1) == "line 2\n"
 
@@ -237,9 +288,11 @@ def test_hub_service_account_rbac(
     assert hub.list_namespaced_pod(namespace).items == []
     hub.list_node()  # allowed cluster-wide (raises 403 otherwise)
     hub.create_namespaced_secret(namespace, {"metadata": {"name": "s"}, "stringData": {"a": "b"}})
-    for forbidden in (lambda: hub.list_namespaced_secret("default"),
-                      lambda: hub.delete_node("nope"),
-                      lambda: hub.create_namespace({"metadata": {"name": "nope"}})):
+    for forbidden in (
+        lambda: hub.list_namespaced_secret("default"),
+        lambda: hub.delete_node("nope"),
+        lambda: hub.create_namespace({"metadata": {"name": "nope"}}),
+    ):
         with pytest.raises(ApiException) as denied:
             forbidden()
         assert denied.value.status == 403
@@ -251,9 +304,21 @@ def test_install_training_operator_crds(
     names = install_crds(k8s_cluster)
     assert {"pytorchjobs.kubeflow.org", "tfjobs.kubeflow.org"} <= set(names)
     hub = client.CustomObjectsApi(config.new_client_from_config(str(hub_kubeconfig)))
-    job = {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "ddp"},
-           "spec": {"pytorchReplicaSpecs": {"Master": {"replicas": 1, "template": {"spec": {
-               "containers": [{"name": "pytorch", "image": "torch:placeholder"}]}}}}}}
+    job = {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {"name": "ddp"},
+        "spec": {
+            "pytorchReplicaSpecs": {
+                "Master": {
+                    "replicas": 1,
+                    "template": {
+                        "spec": {"containers": [{"name": "pytorch", "image": "torch:placeholder"}]}
+                    },
+                }
+            }
+        },
+    }
     hub.create_namespaced_custom_object("kubeflow.org", "v1", namespace, "pytorchjobs", job)
     listed = hub.list_namespaced_custom_object("kubeflow.org", "v1", namespace, "pytorchjobs")
     assert [j["metadata"]["name"] for j in listed["items"]] == ["ddp"]

@@ -12,7 +12,19 @@ from .process_node import ProcessNode
 from .rbac import hub_kubeconfig, hub_rbac_objects
 
 __all__ = [
-    "A100_80GB", "H100_80GB", "L4", "Binaries", "BinariesMissing", "Cluster", "Fleet",
-    "GPUModel", "NodePool", "ProcessNode", "default_fleet", "hub_kubeconfig",
-    "hub_rbac_objects", "install_crds", "stop_from_state",
+    "A100_80GB",
+    "H100_80GB",
+    "L4",
+    "Binaries",
+    "BinariesMissing",
+    "Cluster",
+    "Fleet",
+    "GPUModel",
+    "NodePool",
+    "ProcessNode",
+    "default_fleet",
+    "hub_kubeconfig",
+    "hub_rbac_objects",
+    "install_crds",
+    "stop_from_state",
 ]

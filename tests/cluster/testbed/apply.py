@@ -28,8 +28,13 @@ def apply(api: client.ApiClient, objects: Iterable[dict[str, Any]]) -> None:
             if error.status != 409:
                 raise
             current = resource.get(name=body["metadata"]["name"], namespace=namespace)
-            body = {**body, "metadata": {**body["metadata"],
-                                         "resourceVersion": current.metadata.resourceVersion}}
+            body = {
+                **body,
+                "metadata": {
+                    **body["metadata"],
+                    "resourceVersion": current.metadata.resourceVersion,
+                },
+            }
             resource.replace(body=body, namespace=namespace)
 
 

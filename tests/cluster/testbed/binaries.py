@@ -64,8 +64,11 @@ class Binaries:
 
     def executables(self) -> list[Path]:
         return [
-            self.etcd, self.kube_apiserver, self.kube_controller_manager,
-            self.kube_scheduler, self.kwok,
+            self.etcd,
+            self.kube_apiserver,
+            self.kube_controller_manager,
+            self.kube_scheduler,
+            self.kwok,
         ]
 
 

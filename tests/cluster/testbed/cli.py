@@ -1,13 +1,13 @@
 """Start or stop a test cluster by hand.
 
-    python tests/cluster/testbed/cli.py up [--dir DIR] [--no-fleet] [--no-process-node]
-        starts a cluster (default fleet + a process node), prints the kubeconfig path and
-        stays in the foreground; Ctrl-C stops everything.  --gpu-nodes N replaces the
-        default fleet by N nodes with 8 A100 GPUs each.
-    python tests/cluster/testbed/cli.py up --detach --dir DIR
-        same, but returns and leaves the processes running (state in DIR/testbed-state.json)
-    python tests/cluster/testbed/cli.py down --dir DIR
-        stops a detached cluster: exactly the processes recorded in its state file.
+python tests/cluster/testbed/cli.py up [--dir DIR] [--no-fleet] [--no-process-node]
+    starts a cluster (default fleet + a process node), prints the kubeconfig path and
+    stays in the foreground; Ctrl-C stops everything.  --gpu-nodes N replaces the
+    default fleet by N nodes with 8 A100 GPUs each.
+python tests/cluster/testbed/cli.py up --detach --dir DIR
+    same, but returns and leaves the processes running (state in DIR/testbed-state.json)
+python tests/cluster/testbed/cli.py down --dir DIR
+    stops a detached cluster: exactly the processes recorded in its state file.
 """
 
 from __future__ import annotations
@@ -59,8 +59,9 @@ def _up(args: argparse.Namespace) -> None:
 def _fleet(gpu_nodes: int | None) -> Fleet:
     if gpu_nodes is None:
         return default_fleet()
-    return Fleet((NodePool("a100", count=gpu_nodes, gpu=A100_80GB, gpus_per_node=8,
-                           driver="580.65.06"),))
+    return Fleet(
+        (NodePool("a100", count=gpu_nodes, gpu=A100_80GB, gpus_per_node=8, driver="580.65.06"),)
+    )
 
 
 def _down(args: argparse.Namespace) -> None:
@@ -75,8 +76,12 @@ def main(argv: list[str] | None = None) -> None:
     up.add_argument("--dir", help="working directory (default: a new temporary one)")
     up.add_argument("--detach", action="store_true", help="return, leave it running")
     up.add_argument("--no-fleet", action="store_true", help="no KWOK GPU nodes")
-    up.add_argument("--gpu-nodes", type=int, metavar="N",
-                    help="instead of the default fleet: N nodes with 8 A100 each (benchmarks)")
+    up.add_argument(
+        "--gpu-nodes",
+        type=int,
+        metavar="N",
+        help="instead of the default fleet: N nodes with 8 A100 each (benchmarks)",
+    )
     up.add_argument("--no-process-node", action="store_true", help="no process node")
     up.set_defaults(run=_up)
     down = sub.add_parser("down", help="stop a detached cluster")

@@ -109,12 +109,20 @@ class Cluster:
         self.wait_nodes_ready(fleet.node_names(), timeout)
         return created
 
-    def add_process_node(self, name: str = "proc-node", gpus: int = 2,
-                         **kwargs: Any) -> ProcessNode:
+    def add_process_node(
+        self, name: str = "proc-node", gpus: int = 2, **kwargs: Any
+    ) -> ProcessNode:
         """Start a process node (see :func:`testbed.process_node.start_process_node`)."""
-        node = start_process_node(self.core, self.kubeconfig, self.control_plane.ca,
-                                  self.workdir, name=name, gpus=gpus, detached=self.detached,
-                                  **kwargs)
+        node = start_process_node(
+            self.core,
+            self.kubeconfig,
+            self.control_plane.ca,
+            self.workdir,
+            name=name,
+            gpus=gpus,
+            detached=self.detached,
+            **kwargs,
+        )
         self.process_nodes.append(node)
         self._write_state()
         return node
@@ -129,17 +137,23 @@ class Cluster:
     # ---- CLI state -------------------------------------------------------------------
     def children(self) -> list[Child]:
         """Every process this cluster started, in start order."""
-        return [*self.control_plane.children, *([self.kwok] if self.kwok else []),
-                *(n.child for n in self.process_nodes)]
+        return [
+            *self.control_plane.children,
+            *([self.kwok] if self.kwok else []),
+            *(n.child for n in self.process_nodes),
+        ]
 
     def pids(self) -> dict[str, int]:
         return {c.name: c.pid for c in self.children()}
 
     def _write_state(self) -> None:
-        processes = {c.name: {"pid": c.pid, "cmdline": " ".join(c.argv)}
-                     for c in self.children()}
-        state = {"server": self.server, "kubeconfig": str(self.kubeconfig),
-                 "processes": processes, "written": time.time()}
+        processes = {c.name: {"pid": c.pid, "cmdline": " ".join(c.argv)} for c in self.children()}
+        state = {
+            "server": self.server,
+            "kubeconfig": str(self.kubeconfig),
+            "processes": processes,
+            "written": time.time(),
+        }
         (self.workdir / STATE_FILE).write_text(json.dumps(state, indent=2))
 
 

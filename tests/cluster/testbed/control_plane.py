@@ -17,8 +17,13 @@ from .processes import Child, spawn
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 _APISERVER_HOSTS = [
-    "127.0.0.1", "10.96.0.1", "localhost", "kubernetes", "kubernetes.default",
-    "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
+    "127.0.0.1",
+    "10.96.0.1",
+    "localhost",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
 ]
 
 
@@ -51,8 +56,13 @@ class ControlPlane:
     def __post_init__(self) -> None:
         self.pki_dir = self.workdir / "pki"
         self.logs_dir = self.workdir / "logs"
-        (self.etcd_port, self.etcd_peer_port, self.apiserver_port,
-         self.kcm_port, self.scheduler_port) = free_ports(5)
+        (
+            self.etcd_port,
+            self.etcd_peer_port,
+            self.apiserver_port,
+            self.kcm_port,
+            self.scheduler_port,
+        ) = free_ports(5)
         self.admin = _identity("gpuhub-admin", "system:masters")
         self.kcm_identity = _identity("system:kube-controller-manager")
         self.scheduler_identity = _identity("system:kube-scheduler")
@@ -73,16 +83,19 @@ class ControlPlane:
         """Start all four components and wait until each is healthy."""
         self._write_files()
         self._start("etcd", self._etcd_args())
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{self.etcd_port}/health"),
-                   timeout, "etcd /health")
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{self.etcd_port}/health"), timeout, "etcd /health"
+        )
         self._start("kube-apiserver", self._apiserver_args())
         self._wait_healthy("kube-apiserver", f"{self.server}/readyz", timeout, verify=True)
         self._start("kube-controller-manager", self._controller_manager_args())
         self._start("kube-scheduler", self._scheduler_args())
-        self._wait_healthy("kube-controller-manager",
-                           f"https://127.0.0.1:{self.kcm_port}/healthz", timeout)
-        self._wait_healthy("kube-scheduler",
-                           f"https://127.0.0.1:{self.scheduler_port}/healthz", timeout)
+        self._wait_healthy(
+            "kube-controller-manager", f"https://127.0.0.1:{self.kcm_port}/healthz", timeout
+        )
+        self._wait_healthy(
+            "kube-scheduler", f"https://127.0.0.1:{self.scheduler_port}/healthz", timeout
+        )
 
     def stop(self) -> None:
         """Stop the components in reverse order of start."""
@@ -99,11 +112,13 @@ class ControlPlane:
         tokens = self.pki_dir / "tokens.csv"
         tokens.write_text("".join(i.csv_line() + "\n" for i in identities))
         tokens.chmod(0o600)
-        write_kubeconfig(self.admin_kubeconfig, self.server, ca.cert,
-                         self.admin.token, self.admin.user)
+        write_kubeconfig(
+            self.admin_kubeconfig, self.server, ca.cert, self.admin.token, self.admin.user
+        )
         for name, who in [("kcm", self.kcm_identity), ("scheduler", self.scheduler_identity)]:
-            write_kubeconfig(self.workdir / f"{name}.kubeconfig", self.server, ca.cert,
-                             who.token, who.user)
+            write_kubeconfig(
+                self.workdir / f"{name}.kubeconfig", self.server, ca.cert, who.token, who.user
+            )
 
     def _start(self, name: str, args: list[str]) -> None:
         binary = {
@@ -113,8 +128,13 @@ class ControlPlane:
             "kube-scheduler": self.binaries.kube_scheduler,
         }[name]
         self.children.append(
-            spawn(name, [str(binary), *args], self.logs_dir / f"{name}.log",
-                  cwd=self.workdir, detached=self.detached)
+            spawn(
+                name,
+                [str(binary), *args],
+                self.logs_dir / f"{name}.log",
+                cwd=self.workdir,
+                detached=self.detached,
+            )
         )
 
     def _child(self, name: str) -> Child:
@@ -143,38 +163,52 @@ class ControlPlane:
         client = f"http://127.0.0.1:{self.etcd_port}"
         peer = f"http://127.0.0.1:{self.etcd_peer_port}"
         return [
-            "--name=testbed", f"--data-dir={self.workdir / 'etcd'}",
-            f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
-            f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=testbed={peer}", "--unsafe-no-fsync=true",
-            "--log-level=warn", "--quota-backend-bytes=4294967296",
+            "--name=testbed",
+            f"--data-dir={self.workdir / 'etcd'}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=testbed={peer}",
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+            "--quota-backend-bytes=4294967296",
         ]
 
     def _apiserver_args(self) -> list[str]:
         pki = self.pki_dir
         return [
             f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-            "--bind-address=127.0.0.1", f"--secure-port={self.apiserver_port}",
-            "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
-            f"--cert-dir={pki}", f"--tls-cert-file={pki / 'apiserver.crt'}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={self.apiserver_port}",
+            "--advertise-address=127.0.0.1",
+            "--endpoint-reconciler-type=none",
+            f"--cert-dir={pki}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
-            f"--client-ca-file={pki / 'ca.crt'}", f"--token-auth-file={pki / 'tokens.csv'}",
-            "--authorization-mode=RBAC", "--allow-privileged=true",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--token-auth-file={pki / 'tokens.csv'}",
+            "--authorization-mode=RBAC",
+            "--allow-privileged=true",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--enable-admission-plugins=ResourceQuota",
             "--kubelet-preferred-address-types=InternalIP,Hostname",
-            "--enable-priority-and-fairness=false", "--profiling=false",
+            "--enable-priority-and-fairness=false",
+            "--profiling=false",
         ]
 
     def _component_auth_args(self, kubeconfig: Path, port: int) -> list[str]:
         return [
-            f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}",
             "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
-            "--bind-address=127.0.0.1", f"--secure-port={port}", "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            "--leader-elect=false",
             "--profiling=false",
         ]
 
@@ -186,9 +220,9 @@ class ControlPlane:
             f"--service-account-private-key-file={pki / 'sa.key'}",
             f"--cluster-signing-cert-file={pki / 'ca.crt'}",
             f"--cluster-signing-key-file={pki / 'ca.key'}",
-            "--use-service-account-credentials=true", "--controllers=*,-nodeipam",
+            "--use-service-account-credentials=true",
+            "--controllers=*,-nodeipam",
         ]
 
     def _scheduler_args(self) -> list[str]:
-        return self._component_auth_args(self.workdir / "scheduler.kubeconfig",
-                                         self.scheduler_port)
+        return self._component_auth_args(self.workdir / "scheduler.kubeconfig", self.scheduler_port)

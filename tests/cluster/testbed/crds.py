@@ -23,8 +23,14 @@ def module_dir(module: str) -> Path:
     """``go mod download -json <module@version>``: the module's extracted (read-only) folder."""
     env = {**os.environ, "GOTOOLCHAIN": "local"}
     with tempfile.TemporaryDirectory() as outside_any_module:
-        result = subprocess.run(["go", "mod", "download", "-json", module], cwd=outside_any_module,
-                                env=env, capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            ["go", "mod", "download", "-json", module],
+            cwd=outside_any_module,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     info = json.loads(result.stdout or "{}")
     if result.returncode != 0 or "Dir" not in info:
         raise RuntimeError(f"go mod download {module} failed: {info.get('Error')}{result.stderr}")
@@ -33,12 +39,20 @@ def module_dir(module: str) -> Path:
 
 def crd_documents(directory: Path) -> list[dict[str, Any]]:
     """Every CustomResourceDefinition in the YAML files under ``directory``."""
-    return [doc for path in sorted(directory.rglob("*.y*ml")) for doc in load_yaml(path)
-            if doc.get("kind") == "CustomResourceDefinition"]
+    return [
+        doc
+        for path in sorted(directory.rglob("*.y*ml"))
+        for doc in load_yaml(path)
+        if doc.get("kind") == "CustomResourceDefinition"
+    ]
 
 
-def install_crds(cluster: Any, module: str = TRAINING_OPERATOR, path: str = "manifests/base/crds",
-                 timeout: float = 60.0) -> list[str]:
+def install_crds(
+    cluster: Any,
+    module: str = TRAINING_OPERATOR,
+    path: str = "manifests/base/crds",
+    timeout: float = 60.0,
+) -> list[str]:
     """Apply the CRDs found under ``path`` of ``module`` and wait until they are Established.
 
     ``cluster`` is a :class:`testbed.Cluster` (or anything with an ``api`` ApiClient).

@@ -15,8 +15,14 @@ KWOK_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 POOL_LABEL = "gpuhub.dev/pool"
 
 # Highest CUDA version each driver branch supports (what GFD reports as cuda.runtime-version).
-_CUDA_FOR_DRIVER = {535: (12, 2), 550: (12, 4), 560: (12, 6), 570: (12, 8), 575: (12, 9),
-                    580: (13, 0)}
+_CUDA_FOR_DRIVER = {
+    535: (12, 2),
+    550: (12, 4),
+    560: (12, 6),
+    570: (12, 8),
+    575: (12, 9),
+    580: (13, 0),
+}
 
 
 @dataclass(frozen=True)
@@ -70,12 +76,14 @@ class Fleet:
 
 def default_fleet() -> Fleet:
     """2 A100 nodes x 8 (drivers 535 and 580), 1 H100 node x 4 (driver 570), 2 CPU nodes."""
-    return Fleet((
-        NodePool("a100-d535", gpu=A100_80GB, gpus_per_node=8, driver="535.183.01"),
-        NodePool("a100-d580", gpu=A100_80GB, gpus_per_node=8, driver="580.65.06"),
-        NodePool("h100-d570", gpu=H100_80GB, gpus_per_node=4, driver="570.133.20"),
-        NodePool("cpu", count=2, cpu="32", memory="128Gi"),
-    ))
+    return Fleet(
+        (
+            NodePool("a100-d535", gpu=A100_80GB, gpus_per_node=8, driver="535.183.01"),
+            NodePool("a100-d580", gpu=A100_80GB, gpus_per_node=8, driver="580.65.06"),
+            NodePool("h100-d570", gpu=H100_80GB, gpus_per_node=4, driver="570.133.20"),
+            NodePool("cpu", count=2, cpu="32", memory="128Gi"),
+        )
+    )
 
 
 def gfd_labels(gpu: GPUModel, count: int, driver: str) -> dict[str, str]:
@@ -118,8 +126,12 @@ def node_labels(pool: NodePool, name: str) -> dict[str, str]:
 
 
 def node_capacity(pool: NodePool) -> dict[str, str]:
-    capacity = {"cpu": pool.cpu, "memory": pool.memory, "pods": str(pool.pods),
-                "ephemeral-storage": "1Ti"}
+    capacity = {
+        "cpu": pool.cpu,
+        "memory": pool.memory,
+        "pods": str(pool.pods),
+        "ephemeral-storage": "1Ti",
+    }
     if pool.gpu is not None:
         capacity[GPU_RESOURCE] = str(pool.gpus_per_node)
     return capacity
@@ -134,8 +146,10 @@ def node_manifest(pool: NodePool, name: str) -> dict[str, Any]:
         "metadata": {
             "name": name,
             "labels": node_labels(pool, name),
-            "annotations": {KWOK_ANNOTATION[0]: KWOK_ANNOTATION[1],
-                            "node.alpha.kubernetes.io/ttl": "0"},
+            "annotations": {
+                KWOK_ANNOTATION[0]: KWOK_ANNOTATION[1],
+                "node.alpha.kubernetes.io/ttl": "0",
+            },
         },
         "spec": {"taints": [dict(GPU_TAINT)] if pool.gpu is not None else []},
         "status": {"capacity": capacity, "allocatable": dict(capacity)},

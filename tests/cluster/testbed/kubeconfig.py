@@ -14,8 +14,10 @@ def write_kubeconfig(path: Path, server: str, ca_file: Path, token: str, user: s
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
-            {"name": "testbed",
-             "cluster": {"server": server, "certificate-authority": str(ca_file)}}
+            {
+                "name": "testbed",
+                "cluster": {"server": server, "certificate-authority": str(ca_file)},
+            }
         ],
         "users": [{"name": user, "user": {"token": token}}],
         "contexts": [{"name": "testbed", "context": {"cluster": "testbed", "user": user}}],

@@ -73,8 +73,9 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(0.2)
 
 
-def serve_logs(host: str, port: int, cert: Path, key: Path,
-               locate: LogLocator) -> ThreadingHTTPServer:
+def serve_logs(
+    host: str, port: int, cert: Path, key: Path, locate: LogLocator
+) -> ThreadingHTTPServer:
     """Start the HTTPS log server in a daemon thread; returns the server (``shutdown()``)."""
     handler = type("LogHandler", (_Handler,), {"locate": staticmethod(locate)})
     server = ThreadingHTTPServer((host, port), handler)

@@ -22,14 +22,19 @@ def write_stage_config(stages_dir: Path, path: Path) -> Path:
     return path
 
 
-def start_kwok(binaries: Binaries, kubeconfig: Path, workdir: Path,
-               detached: bool = False) -> Child:
+def start_kwok(
+    binaries: Binaries, kubeconfig: Path, workdir: Path, detached: bool = False
+) -> Child:
     """Run kwok, managing only nodes annotated ``kwok.x-k8s.io/node=fake``."""
     config = write_stage_config(binaries.kwok_stages, workdir / "kwok-stages.yaml")
     argv = [
-        str(binaries.kwok), f"--kubeconfig={kubeconfig}", f"--config={config}",
+        str(binaries.kwok),
+        f"--kubeconfig={kubeconfig}",
+        f"--config={config}",
         f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION[0]}={KWOK_ANNOTATION[1]}",
-        f"--cidr={POD_CIDR}", "--node-ip=10.127.0.1", "--node-lease-duration-seconds=40",
+        f"--cidr={POD_CIDR}",
+        "--node-ip=10.127.0.1",
+        "--node-lease-duration-seconds=40",
     ]
     return spawn("kwok", argv, workdir / "logs" / "kwok.log", cwd=workdir, detached=detached)
 

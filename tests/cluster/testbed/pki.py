@@ -57,9 +57,15 @@ def make_ca(directory: Path, common_name: str = "gpuhub-testbed-ca") -> CertPair
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -71,9 +77,7 @@ def make_ca(directory: Path, common_name: str = "gpuhub-testbed-ca") -> CertPair
     return pair
 
 
-def make_serving_cert(
-    ca: CertPair, directory: Path, name: str, hosts: list[str]
-) -> CertPair:
+def make_serving_cert(ca: CertPair, directory: Path, name: str, hosts: list[str]) -> CertPair:
     """Write ``<name>.crt``/``<name>.key`` signed by ``ca``, valid for ``hosts`` (IPs or DNS)."""
     ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
     ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)

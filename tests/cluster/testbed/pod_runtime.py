@@ -80,21 +80,30 @@ class ContainerProcess:
     def status(self) -> dict[str, Any]:
         state: dict[str, Any]
         if self.done:
-            state = {"terminated": {
-                "exitCode": self.exit_code, "startedAt": self.started_at,
-                "finishedAt": self.finished_at,
-                "reason": "Completed" if self.exit_code == 0 else (
-                    "StartError" if self.start_error else "Error"),
-                **({"message": self.start_error} if self.start_error else {}),
-            }}
+            state = {
+                "terminated": {
+                    "exitCode": self.exit_code,
+                    "startedAt": self.started_at,
+                    "finishedAt": self.finished_at,
+                    "reason": "Completed"
+                    if self.exit_code == 0
+                    else ("StartError" if self.start_error else "Error"),
+                    **({"message": self.start_error} if self.start_error else {}),
+                }
+            }
         elif self.running:
             state = {"running": {"startedAt": self.started_at}}
         else:
             state = {"waiting": {"reason": "PodInitializing"}}
         return {
-            "name": self.name, "image": self.spec.get("image", ""), "imageID": "",
+            "name": self.name,
+            "image": self.spec.get("image", ""),
+            "imageID": "",
             "containerID": f"process://{self.popen.pid}" if self.popen else "",
-            "ready": self.ready, "started": self.running, "restartCount": 0, "state": state,
+            "ready": self.ready,
+            "started": self.running,
+            "restartCount": 0,
+            "state": state,
         }
 
     def signal(self, sig: signal.Signals) -> None:
@@ -177,8 +186,10 @@ class PodRuntime:
         self._write_pids()
 
     def _launch(self, c: ContainerProcess) -> None:
-        pod = {**self.pod, "status": {**self.pod.get("status", {}), "podIP": self.ip,
-                                      "hostIP": self.host_ip}}
+        pod = {
+            **self.pod,
+            "status": {**self.pod.get("status", {}), "podIP": self.ip, "hostIP": self.host_ip},
+        }
         try:
             declared = container_env(pod, c.spec, self.read)
             resolved = self._resolve_services(c, declared)
@@ -188,14 +199,21 @@ class PodRuntime:
             env = dict(self.base_env)
             env.update(self._injected_env())
             env.update({k: self.paths.rewrite(v) for k, v in resolved.items()})
-            argv = [self.paths.rewrite(expand(a, env))
-                    for a in [*(c.spec.get("command") or []), *(c.spec.get("args") or [])]]
+            argv = [
+                self.paths.rewrite(expand(a, env))
+                for a in [*(c.spec.get("command") or []), *(c.spec.get("args") or [])]
+            ]
             if not c.spec.get("command"):
                 raise RuntimeError("the process node needs an explicit container command")
             with c.log_path.open("ab") as log:
                 c.popen = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    env=env, cwd=self._cwd(c), start_new_session=True,
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=self._cwd(c),
+                    start_new_session=True,
                     preexec_fn=_die_with_parent,
                 )
         except (OSError, RuntimeError, LookupError, ValueError) as error:
@@ -205,8 +223,7 @@ class PodRuntime:
             with c.log_path.open("a") as log:
                 log.write(f"process node: cannot start container {c.name}: {error}\n")
 
-    def _resolve_services(self, c: ContainerProcess,
-                          env: dict[str, str]) -> dict[str, str] | None:
+    def _resolve_services(self, c: ContainerProcess, env: dict[str, str]) -> dict[str, str] | None:
         """``env`` with Service names replaced by pod IPs; ``None``: wait (see module doc)."""
         candidates = service_candidates(env)
         if self.services is None or not candidates:
@@ -225,8 +242,13 @@ class PodRuntime:
 
     def _injected_env(self) -> dict[str, str]:
         meta = self.pod["metadata"]
-        return {"POD_IP": self.ip, "POD_NAME": meta["name"], "POD_NAMESPACE": meta["namespace"],
-                "HOSTNAME": meta["name"], "NODE_NAME": self.pod["spec"].get("nodeName", "")}
+        return {
+            "POD_IP": self.ip,
+            "POD_NAME": meta["name"],
+            "POD_NAMESPACE": meta["namespace"],
+            "HOSTNAME": meta["name"],
+            "NODE_NAME": self.pod["spec"].get("nodeName", ""),
+        }
 
     def _cwd(self, c: ContainerProcess) -> Path:
         working_dir = c.spec.get("workingDir")
@@ -276,16 +298,27 @@ class PodRuntime:
         inits_done = all(c.done and c.exit_code == 0 for c in self.init)
 
         def condition(kind: str, value: bool) -> dict[str, Any]:
-            return {"type": kind, "status": "True" if value else "False",
-                    "lastProbeTime": None, "lastTransitionTime": self.start_time}
+            return {
+                "type": kind,
+                "status": "True" if value else "False",
+                "lastProbeTime": None,
+                "lastTransitionTime": self.start_time,
+            }
 
         return {
             **({"reason": "ProcessNodeError", "message": self.failure} if self.failure else {}),
-            "phase": phase, "podIP": self.ip, "podIPs": [{"ip": self.ip}],
-            "hostIP": self.host_ip, "hostIPs": [{"ip": self.host_ip}],
+            "phase": phase,
+            "podIP": self.ip,
+            "podIPs": [{"ip": self.ip}],
+            "hostIP": self.host_ip,
+            "hostIPs": [{"ip": self.host_ip}],
             "startTime": self.start_time,
-            "conditions": [condition("PodScheduled", True), condition("Initialized", inits_done),
-                           condition("ContainersReady", ready), condition("Ready", ready)],
+            "conditions": [
+                condition("PodScheduled", True),
+                condition("Initialized", inits_done),
+                condition("ContainersReady", ready),
+                condition("Ready", ready),
+            ],
             "initContainerStatuses": [c.status() for c in self.init],
             "containerStatuses": [c.status() for c in self.main],
         }
@@ -324,8 +357,9 @@ def run_probe(probe: dict[str, Any], pod_ip: str, container: Container) -> bool:
             with socket.create_connection((pod_ip, port), timeout=timeout):
                 return True
         if "exec" in probe:
-            result = subprocess.run(probe["exec"]["command"], timeout=timeout,
-                                    capture_output=True, check=False)
+            result = subprocess.run(
+                probe["exec"]["command"], timeout=timeout, capture_output=True, check=False
+            )
             return result.returncode == 0
     except (OSError, subprocess.TimeoutExpired, ValueError):
         return False

@@ -111,8 +111,7 @@ def service_candidates(env: Mapping[str, str]) -> set[str]:
     return {value for value in env.values() if _DNS_LABEL.fullmatch(value)}
 
 
-def resolve_services(env: Mapping[str, str],
-                     addresses: Mapping[str, str | None]) -> dict[str, str]:
+def resolve_services(env: Mapping[str, str], addresses: Mapping[str, str | None]) -> dict[str, str]:
     """``env`` with every value that names a resolved Service replaced by its pod IP."""
     return {name: addresses.get(value) or value for name, value in env.items()}
 
@@ -132,7 +131,7 @@ class PathMap:
         for mount_path, local in self.mounts:
             mount_path = mount_path.rstrip("/") or "/"
             if path == mount_path or path.startswith(mount_path + "/"):
-                return str(local) + path[len(mount_path):]
+                return str(local) + path[len(mount_path) :]
         return path
 
     def rewrite(self, text: str) -> str:

@@ -28,9 +28,7 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             sock.close()
 
 
-def wait_until(
-    check: Callable[[], bool], timeout: float, what: str, interval: float = 0.2
-) -> None:
+def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
     """Poll ``check`` until it returns True; TimeoutError naming ``what`` otherwise."""
     deadline = time.monotonic() + timeout
     while True:

@@ -74,8 +74,9 @@ class IPPool:
 class ProcessKubelet:
     """The node agent: register, heartbeat, watch pods, run and report them."""
 
-    def __init__(self, api: client.ApiClient, node: NodeIdentity, root: Path,
-                 ip_prefix: str) -> None:
+    def __init__(
+        self, api: client.ApiClient, node: NodeIdentity, root: Path, ip_prefix: str
+    ) -> None:
         self.core = client.CoreV1Api(api)
         self.leases = client.CoordinationV1Api(api)
         self.api = api
@@ -105,16 +106,22 @@ class ProcessKubelet:
         except ApiException as error:
             if error.status != 409:
                 raise
-            self.core.patch_node(self.node.name, {"metadata": body["metadata"],
-                                                  "spec": body["spec"]})
+            self.core.patch_node(
+                self.node.name, {"metadata": body["metadata"], "spec": body["spec"]}
+            )
         self._heartbeat()
 
     def _heartbeat(self) -> None:
         self.core.patch_node_status(self.node.name, {"status": node_status(self.node)})
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        lease = {"metadata": {"name": self.node.name, "namespace": "kube-node-lease"},
-                 "spec": {"holderIdentity": self.node.name,
-                          "leaseDurationSeconds": LEASE_SECONDS, "renewTime": now}}
+        lease = {
+            "metadata": {"name": self.node.name, "namespace": "kube-node-lease"},
+            "spec": {
+                "holderIdentity": self.node.name,
+                "leaseDurationSeconds": LEASE_SECONDS,
+                "renewTime": now,
+            },
+        }
         try:
             self.leases.patch_namespaced_lease(self.node.name, "kube-node-lease", lease)
         except ApiException as error:
@@ -136,8 +143,11 @@ class ProcessKubelet:
                 for item in listed.items:
                     self.events.put(("MODIFIED", self.api.sanitize_for_serialization(item)))
                 stream = watch.Watch().stream(
-                    self.core.list_pod_for_all_namespaces, field_selector=selector,
-                    resource_version=listed.metadata.resource_version, timeout_seconds=60)
+                    self.core.list_pod_for_all_namespaces,
+                    field_selector=selector,
+                    resource_version=listed.metadata.resource_version,
+                    timeout_seconds=60,
+                )
                 for event in stream:
                     obj = self.api.sanitize_for_serialization(event["object"])
                     self.events.put((event["type"], obj))
@@ -156,8 +166,9 @@ class ProcessKubelet:
                 return None
             raise
 
-    def _service_addresses(self, namespace: str, names: set[str],
-                           own_uid: str) -> dict[str, str | None]:
+    def _service_addresses(
+        self, namespace: str, names: set[str], own_uid: str
+    ) -> dict[str, str | None]:
         """Services among ``names`` -> the IP of a live pod each selects (``None``: none yet)."""
         found: dict[str, str | None] = {}
         for service in self.core.list_namespaced_service(namespace).items:
@@ -166,10 +177,10 @@ class ProcessKubelet:
                 continue
             label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
             ips: list[str] = []
-            for pod in self.core.list_namespaced_pod(namespace,
-                                                     label_selector=label_selector).items:
-                if pod.metadata.deletion_timestamp or pod.status.phase in ("Succeeded",
-                                                                           "Failed"):
+            for pod in self.core.list_namespaced_pod(
+                namespace, label_selector=label_selector
+            ).items:
+                if pod.metadata.deletion_timestamp or pod.status.phase in ("Succeeded", "Failed"):
                     continue
                 own = self.pods.get(own_uid) if pod.metadata.uid == own_uid else None
                 ip = own.ip if own is not None else pod.status.pod_ip
@@ -194,9 +205,16 @@ class ProcessKubelet:
             return
         phase = (pod.get("status") or {}).get("phase")
         if uid not in self.pods and phase not in ("Succeeded", "Failed"):
-            runtime = PodRuntime(pod, self.ips.take(), self.node.host_ip, self._pod_dir(pod),
-                                 self.root / "pvcs", self.base_env, self._read_object,
-                                 services=self._service_addresses)
+            runtime = PodRuntime(
+                pod,
+                self.ips.take(),
+                self.node.host_ip,
+                self._pod_dir(pod),
+                self.root / "pvcs",
+                self.base_env,
+                self._read_object,
+                services=self._service_addresses,
+            )
             try:
                 runtime.prepare()
             except Exception as error:  # noqa: BLE001 - report it on the pod, keep serving
@@ -230,8 +248,9 @@ class ProcessKubelet:
         threading.Thread(target=work, name=f"terminate-{uid}", daemon=True).start()
 
     def _delete_now(self, namespace: str, name: str, uid: str) -> None:
-        body = client.V1DeleteOptions(grace_period_seconds=0,
-                                      preconditions=client.V1Preconditions(uid=uid))
+        body = client.V1DeleteOptions(
+            grace_period_seconds=0, preconditions=client.V1Preconditions(uid=uid)
+        )
         with contextlib.suppress(ApiException):
             self.core.delete_namespaced_pod(name, namespace, body=body)
 
@@ -254,8 +273,9 @@ class ProcessKubelet:
             return
         meta = runtime.pod["metadata"]
         try:
-            self.core.patch_namespaced_pod_status(meta["name"], meta["namespace"],
-                                                  {"status": status})
+            self.core.patch_namespaced_pod_status(
+                meta["name"], meta["namespace"], {"status": status}
+            )
             self.reported[runtime.uid] = encoded
             log(f"pod {runtime.key}: {status['phase']}")
         except ApiException as error:
@@ -283,8 +303,7 @@ class ProcessKubelet:
     # ---- main ----------------------------------------------------------------------------
     def run(self, cert: Path, key: Path) -> None:
         """Serve until SIGTERM/SIGINT, then stop every pod process."""
-        server = serve_logs(self.node.host_ip, self.node.kubelet_port, cert, key,
-                            self._locate_log)
+        server = serve_logs(self.node.host_ip, self.node.kubelet_port, cert, key, self._locate_log)
         self.register()
         for target in (self._heartbeat_loop, self._watch_loop, self._probe_loop):
             threading.Thread(target=target, name=target.__name__, daemon=True).start()

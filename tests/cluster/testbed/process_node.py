@@ -48,9 +48,16 @@ class ProcessNode:
 
 
 def start_process_node(
-    core: client.CoreV1Api, kubeconfig: Path, ca: CertPair, workdir: Path,
-    name: str = "proc-node", gpus: int = 2, labels: dict[str, str] | None = None,
-    taints: list[dict[str, str]] | None = None, detached: bool = False, timeout: float = 60.0,
+    core: client.CoreV1Api,
+    kubeconfig: Path,
+    ca: CertPair,
+    workdir: Path,
+    name: str = "proc-node",
+    gpus: int = 2,
+    labels: dict[str, str] | None = None,
+    taints: list[dict[str, str]] | None = None,
+    detached: bool = False,
+    timeout: float = 60.0,
     env: dict[str, str] | None = None,
 ) -> ProcessNode:
     """Start the process kubelet for node ``name`` and wait until the node is Ready.
@@ -64,17 +71,30 @@ def start_process_node(
     labels = labels or {}
     taints = [PROCESS_NODE_TAINT] if taints is None else taints
     argv = [
-        sys.executable, "-m", "testbed.process_kubelet", f"--kubeconfig={kubeconfig}",
-        f"--node-name={name}", f"--root={root}", f"--port={free_port()}",
-        f"--tls-cert={cert.cert}", f"--tls-key={cert.key}", f"--gpus={gpus}",
+        sys.executable,
+        "-m",
+        "testbed.process_kubelet",
+        f"--kubeconfig={kubeconfig}",
+        f"--node-name={name}",
+        f"--root={root}",
+        f"--port={free_port()}",
+        f"--tls-cert={cert.cert}",
+        f"--tls-key={cert.key}",
+        f"--gpus={gpus}",
         f"--ip-prefix=127.{random.randint(16, 250)}",  # noqa: S311 - spreads clusters apart
         *[f"--label={k}={v}" for k, v in labels.items()],
         *[f"--taint={format_taint(t)}" for t in taints],
     ]
-    env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(
-        [str(PACKAGE_PARENT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    child = spawn(f"process-node-{name}", argv, workdir / "logs" / f"{name}.log", env=env,
-                  detached=detached)
+    env = {
+        **os.environ,
+        **(env or {}),
+        "PYTHONPATH": os.pathsep.join(
+            [str(PACKAGE_PARENT), *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
+    }
+    child = spawn(
+        f"process-node-{name}", argv, workdir / "logs" / f"{name}.log", env=env, detached=detached
+    )
     node = ProcessNode(name, root, child, gpus, labels)
 
     def ready() -> bool:

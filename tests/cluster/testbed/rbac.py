@@ -48,16 +48,23 @@ def _retarget(doc: dict[str, Any], namespace: str) -> dict[str, Any]:
     return doc
 
 
-def service_account_token(api: client.ApiClient, namespace: str, name: str = "hub",
-                          seconds: int = 86400) -> str:
+def service_account_token(
+    api: client.ApiClient, namespace: str, name: str = "hub", seconds: int = 86400
+) -> str:
     """A bound token for ``namespace/name`` from the TokenRequest API."""
     body = {"spec": {"audiences": [SERVICE_ACCOUNT_ISSUER], "expirationSeconds": seconds}}
     result = client.CoreV1Api(api).create_namespaced_service_account_token(name, namespace, body)
     return str(result.status.token)
 
 
-def hub_kubeconfig(api: client.ApiClient, server: str, ca_file: Path, namespace: str,
-                   path: Path, workload_namespaces: Sequence[str] = ()) -> Path:
+def hub_kubeconfig(
+    api: client.ApiClient,
+    server: str,
+    ca_file: Path,
+    namespace: str,
+    path: Path,
+    workload_namespaces: Sequence[str] = (),
+) -> Path:
     """Apply the hub RBAC in ``namespace``; write a kubeconfig for its ``hub`` ServiceAccount."""
     apply(api, hub_rbac_objects(namespace, workload_namespaces))
     token = service_account_token(api, namespace)

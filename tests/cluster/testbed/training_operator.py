@@ -83,17 +83,23 @@ def _ensure(create: object, *args: object) -> None:
             raise
 
 
-def start_training_operator(cluster: object, workdir: Path,
-                            schemes: tuple[str, ...] = ("pytorchjob", "tfjob"),
-                            timeout: float = 120.0) -> TrainingOperator:
+def start_training_operator(
+    cluster: object,
+    workdir: Path,
+    schemes: tuple[str, ...] = ("pytorchjob", "tfjob"),
+    timeout: float = 120.0,
+) -> TrainingOperator:
     """Install the CRDs, start the operator, wait until its controllers run."""
     binary = training_operator_binary()
     api: client.ApiClient = cluster.api  # type: ignore[attr-defined]
     core = client.CoreV1Api(api)
     crds = install_crds(cluster)
     _ensure(core.create_namespace, {"metadata": {"name": NAMESPACE}})
-    _ensure(core.create_namespaced_secret, NAMESPACE,
-            {"metadata": {"name": WEBHOOK_SECRET}, "type": "Opaque"})
+    _ensure(
+        core.create_namespaced_secret,
+        NAMESPACE,
+        {"metadata": {"name": WEBHOOK_SECRET}, "type": "Opaque"},
+    )
     workdir.mkdir(parents=True, exist_ok=True)
     template = workdir / "initContainer.yaml"
     template.write_text(INIT_CONTAINER_TEMPLATE)
@@ -108,8 +114,11 @@ def start_training_operator(cluster: object, workdir: Path,
         *[f"--enable-scheme={s}" for s in schemes],
         "--zap-log-level=info",
     ]
-    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig),  # type: ignore[attr-defined]
-           "MY_POD_NAMESPACE": NAMESPACE}
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),  # type: ignore[attr-defined]
+        "MY_POD_NAMESPACE": NAMESPACE,
+    }
     child = spawn("training-operator", argv, workdir / "training-operator.log", env=env)
     operator = TrainingOperator(child, health, webhook, crds)
     try:
@@ -120,11 +129,14 @@ def start_training_operator(cluster: object, workdir: Path,
             if not child.running():
                 raise RuntimeError(f"training-operator exited:\n{child.log_tail()}")
             text = log.read_text(errors="replace")
-            return all(f'"controller": "{s}-controller"' in text and "Starting workers" in text
-                       for s in schemes)
+            return all(
+                f'"controller": "{s}-controller"' in text and "Starting workers" in text
+                for s in schemes
+            )
 
-        wait_until(controllers_started, timeout, "training-operator controllers started",
-                   interval=0.5)
+        wait_until(
+            controllers_started, timeout, "training-operator controllers started", interval=0.5
+        )
     except BaseException:
         operator.stop()
         raise
