@@ -3,24 +3,37 @@
 # Python venv and the npm packages, then puts both on PATH.  Nothing is assumed installed
 # beyond python3 (>= 3.11), node and npm.
 #
-#   GPUHUB_CACHE   where the venv and node_modules are cached (default ~/.cache/gpuhub)
+#   GPUHUB_CACHE   where the venv and node_modules are cached (default ~/.cache/gpuhub;
+#                  /var/cache/gpuhub as root: users' servers and jobs run from this venv as
+#                  their own accounts, so it must be readable by every account, which a
+#                  folder under /root is not)
 set -euo pipefail
 
 GPUHUB_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-GPUHUB_CACHE="${GPUHUB_CACHE:-$HOME/.cache/gpuhub}"
+if [ "$(id -u)" = 0 ]; then
+  GPUHUB_CACHE="${GPUHUB_CACHE:-/var/cache/gpuhub}"
+else
+  GPUHUB_CACHE="${GPUHUB_CACHE:-$HOME/.cache/gpuhub}"
+fi
 export GPUHUB_ROOT GPUHUB_CACHE
 mkdir -p "$GPUHUB_CACHE"
 
 _gpuhub_log() { printf '[gpuhub] %s\n' "$*" >&2; }
 
+# A Python >= 3.11 with venv; as root, one that every account can run (servers and jobs
+# run as per-user accounts from the venv built on it): an interpreter under /root is not.
 _gpuhub_python() {
-  for py in python3.13 python3.12 python3.11 python3; do
-    if command -v "$py" >/dev/null 2>&1 &&
-       "$py" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
-      command -v "$py"; return 0
+  local py path
+  for py in python3.13 python3.12 python3.11 python3 /usr/bin/python3; do
+    path="$(command -v "$py" 2>/dev/null)" || continue
+    "$path" -c 'import sys, venv; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null || continue
+    if [ "$(id -u)" = 0 ]; then
+      path="$("$path" -c 'import sys; print(sys.executable)')"
+      (cd / && runuser -u nobody -- "$path" -c 'import venv') >/dev/null 2>&1 || continue
     fi
+    echo "$path"; return 0
   done
-  _gpuhub_log "Python >= 3.11 is required (found none on PATH)"; return 1
+  _gpuhub_log "Python >= 3.11 (with venv) is required$([ "$(id -u)" = 0 ] && echo ', runnable by every account (not one under /root)') (found none on PATH)"; return 1
 }
 
 # gpuhub_venv REQFILE...: a venv keyed by the hash of the requirement files.

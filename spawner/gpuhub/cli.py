@@ -30,7 +30,7 @@ def starter_config() -> dict[str, object]:
     gpu_types: dict[str, dict[str, object]] = {}
     devices: list[dict[str, object]] = []
     if found:
-        for name in dict.fromkeys(name for _i, name, _uuid in found):
+        for name in dict.fromkeys(f[1] for f in found):
             slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "gpu"
             gpu_types[slug] = {
                 "display_name": name,
@@ -95,14 +95,13 @@ def _init(path: Path) -> int:
 
 
 def _usage(path: Path) -> int:
-    from .localstate import LocalLedgerStore
-    from .spawners.local import default_data_dir
+    from .spawners.local import default_data_dir, local_backend
 
     cfg = load_config(path)
+    backend = local_backend(cfg, default_data_dir())
+    ledger = backend.snapshot()
     inv = discover(cfg)
-    store = LocalLedgerStore(cfg, inv.devices, Path(default_data_dir()) / "state")
-    ledger = store.snapshot()
-    print(f"{len(inv.devices)} GPUs ({inv.source})")
+    print(f"{len(inv.devices)} GPUs ({inv.source}); units: {backend.store.fence.mechanism}")
     for a in sorted(ledger.usage(), key=lambda a: a.key):
         print(f"  {a.key}: {a.user} charges {a.group} for {a.gpus} {a.gpu_type} {list(a.devices)}")
     return 0

@@ -32,8 +32,10 @@ def render_form(
     groups: list[str],
     avail: Mapping[str, Any],
     previous: Mapping[str, Any] | None = None,
+    notice: str = "",
 ) -> str:
-    """HTML of the form for a member of ``groups``; ``previous`` pre-selects a profile."""
+    """HTML of the form for a member of ``groups``; ``previous`` pre-selects a profile;
+    ``notice`` is shown above the profiles (e.g. why the last server ended)."""
     visible = visible_profiles(config, groups)
     by_slug = {p["slug"]: p for p in avail.get("profiles", [])}
     prev_slug = (previous or {}).get("profile")
@@ -45,6 +47,7 @@ def render_form(
         .render(
             profiles=profiles,
             selected=chosen.slug if chosen else "",
+            notice=notice,
             data_json=jinja2.utils.markupsafe.Markup(_json_for_script(avail)),
         )
     )

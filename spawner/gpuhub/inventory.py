@@ -20,8 +20,9 @@ class Inventory:
     source: str  # "nvml" or "declared"
 
 
-def nvml_devices() -> list[tuple[int, str, str]]:
-    """``(index, name, uuid)`` of every GPU NVML sees; raises when NVML is unavailable."""
+def nvml_devices() -> list[tuple[int, str, str, int]]:
+    """``(index, name, uuid, minor)`` of every GPU NVML sees (``minor``: of its
+    ``/dev/nvidia<N>`` node); raises when NVML is unavailable."""
     import pynvml
 
     pynvml.nvmlInit()
@@ -36,6 +37,7 @@ def nvml_devices() -> list[tuple[int, str, str]]:
                     i,
                     name.decode() if isinstance(name, bytes) else str(name),
                     uuid.decode() if isinstance(uuid, bytes) else str(uuid),
+                    int(pynvml.nvmlDeviceGetMinorNumber(h)),
                 )
             )
         return out
@@ -51,10 +53,10 @@ def type_of(config: GpuhubConfig, model_name: str) -> str | None:
     return None
 
 
-def from_nvml(config: GpuhubConfig, found: list[tuple[int, str, str]]) -> Inventory:
+def from_nvml(config: GpuhubConfig, found: list[tuple[int, str, str, int]]) -> Inventory:
     """Map NVML devices to configured types; unknown models are left out (and logged)."""
     devices = []
-    for index, name, uuid in found:
+    for index, name, uuid, minor in found:
         t = type_of(config, name)
         if t is None:
             log.warning(
@@ -63,7 +65,7 @@ def from_nvml(config: GpuhubConfig, found: list[tuple[int, str, str]]) -> Invent
                 name,
             )
             continue
-        devices.append(Device(index=index, type=t, name=name, uuid=uuid))
+        devices.append(Device(index=index, type=t, name=name, uuid=uuid, minor_number=minor))
     return Inventory(tuple(devices), "nvml")
 
 

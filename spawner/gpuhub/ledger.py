@@ -26,6 +26,12 @@ class Device:
     name: str
     uuid: str | None = None
     declared: bool = False
+    minor_number: int | None = None
+
+    @property
+    def minor(self) -> int:
+        """The minor number of its ``/dev/nvidia<N>`` node (NVML's, else the index)."""
+        return self.index if self.minor_number is None else self.minor_number
 
 
 class Ledger:

@@ -1,15 +1,15 @@
-"""The ledger shared by every gpuhub process on one machine (the hub and the jobs service).
+"""The machine-wide ledger of the embedded default, shared by the hub and the jobs service.
 
-Each operation takes an exclusive ``flock``, rebuilds a :class:`~gpuhub.ledger.Ledger`
-from what is really running, applies the change and writes the pending reservations
-back — all synchronously, so no other coroutine or process can slip in between check and
-reserve.
+Truth is what runs: every server and job is a *unit* — a cgroup of its own (see
+:mod:`gpuhub.cgroups`) — recorded in ``<data>/state/units.json`` (root-only, like the
+whole ``state/`` folder).  A record counts while its cgroup holds a process (children and
+detached descendants included), or while it is a reservation whose owner (the hub or the
+jobs service that made it) is alive and has not started it yet.  Users can neither write
+the records nor leave or join a cgroup, so usage cannot be forged or hidden.
 
-Truth is read from ``/proc``: every process gpuhub starts (notebook server, job worker)
-carries its allocation in the ``GPUHUB_ALLOCATION`` environment variable, inherited by its
-children.  The state file only holds reservations whose process may not exist yet; a
-reservation is dropped once the process that made it (its owner) is gone and no live
-process carries its key.
+Writes (reserve, start, release) run under an exclusive ``flock`` so check and reserve are
+one step across processes; reads (:meth:`LocalLedgerStore.snapshot`) take no lock and
+write nothing.
 """
 
 from __future__ import annotations
@@ -17,32 +17,27 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .cgroups import Fence, Limits, open_fence, unit_name
 from .ledger import Device, Ledger
 from .model import Allocation, GpuhubConfig, Kind, SpawnRequest
 
-ENV_MARKER = "GPUHUB_ALLOCATION"
-#: which ledger (its state directory) a marked process belongs to: two gpuhub instances on
-#: one machine (e.g. parallel test runs) never count each other's processes
-LEDGER_MARKER = "GPUHUB_LEDGER"
-_MARKER_BYTES = ENV_MARKER.encode() + b"="
 
-
-def encode(alloc: Allocation) -> str:
+def encode(alloc: Allocation) -> dict[str, Any]:
     d = asdict(alloc)
     d["since"] = alloc.since.isoformat() if alloc.since else None
     d["devices"] = list(alloc.devices)
-    return json.dumps(d, separators=(",", ":"), sort_keys=True)
+    return d
 
 
-def decode(text: str) -> Allocation:
-    d: dict[str, Any] = json.loads(text)
+def decode(d: dict[str, Any]) -> Allocation:
+    d = dict(d)
     d["since"] = datetime.fromisoformat(d["since"]) if d.get("since") else None
     d["devices"] = tuple(d.get("devices", ()))
     return Allocation(**d)
@@ -62,110 +57,172 @@ def alive(pid: int, start: str | None) -> bool:
     return now is not None and (start is None or now == start)
 
 
-def scan_processes(ledger: str, proc: Path = Path("/proc")) -> dict[str, tuple[Allocation, int]]:
-    """Allocations carried by live processes of ``ledger``, by key (with one PID each)."""
-    found: dict[str, tuple[Allocation, int]] = {}
-    ledger_mark = f"{LEDGER_MARKER}={ledger}".encode() + b"\0"
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            env = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if _MARKER_BYTES not in env or ledger_mark not in env + b"\0":
-            continue
-        for item in env.split(b"\0"):
-            if item.startswith(_MARKER_BYTES):
-                try:
-                    alloc = decode(item[len(_MARKER_BYTES) :].decode())
-                except (ValueError, TypeError, KeyError):
-                    break
-                if alloc.key not in found:
-                    found[alloc.key] = (alloc, int(entry.name))
-                break
-    return found
+@dataclass
+class Unit:
+    """One server or job: what it holds and where its processes are."""
+
+    key: str
+    kind: Kind
+    user: str
+    alloc: Allocation | None
+    owner_pid: int
+    owner_start: str | None
+    started: bool = False
+    pid: int | None = None
+    url: str | None = None
+    limits: dict[str, Any] = field(default_factory=dict)
+    oom_seen: int = 0
+
+    @property
+    def name(self) -> str:
+        return unit_name(self.key)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["alloc"] = encode(self.alloc) if self.alloc else None
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Unit:
+        d = dict(d)
+        d["alloc"] = decode(d["alloc"]) if d.get("alloc") else None
+        return cls(**d)
+
+
+def is_live(unit: Unit, pids: set[int]) -> bool:
+    """A unit counts while any process is in it, or while it is an unstarted reservation
+    of a live owner (a spawn or job start in progress)."""
+    if pids:
+        return True
+    return not unit.started and alive(unit.owner_pid, unit.owner_start)
 
 
 class LocalLedgerStore:
-    """A machine-wide ledger under ``state_dir`` (``ledger.json`` + ``ledger.lock``)."""
+    """Units and the ledger under ``state_dir`` (``units.json`` + ``units.lock``)."""
 
-    def __init__(
-        self,
-        config: GpuhubConfig,
-        devices: Iterable[Device],
-        state_dir: Path,
-        scan: Callable[[str], dict[str, tuple[Allocation, int]]] = scan_processes,
-    ) -> None:
-        self.config = config
-        self.devices = tuple(devices)
+    def __init__(self, state_dir: Path, fence: Fence | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.path = self.state_dir / "ledger.json"
-        self.lock_path = self.state_dir / "ledger.lock"
-        self.ledger_id = str(self.state_dir.resolve())
-        self._scan = scan
+        self.state_dir.chmod(0o700)
+        self.path = self.state_dir / "units.json"
+        self.lock_path = self.state_dir / "units.lock"
+        self.fence = fence or open_fence(self.state_dir)
         self._me = (os.getpid(), process_start(os.getpid()))
 
     # -- file --------------------------------------------------------------------------
-    def _load(self) -> list[dict[str, Any]]:
+    def _load(self) -> dict[str, Unit]:
         try:
             data = json.loads(self.path.read_text())
         except (OSError, ValueError):
-            return []
-        return list(data.get("reservations", [])) if isinstance(data, dict) else []
+            return {}
+        out = {}
+        for d in data.get("units", []) if isinstance(data, dict) else []:
+            try:
+                u = Unit.from_json(d)
+            except (TypeError, ValueError, KeyError):
+                continue
+            out[u.key] = u
+        return out
 
-    def _save(self, records: list[dict[str, Any]]) -> None:
+    def _save(self, units: dict[str, Unit]) -> None:
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"reservations": records}, indent=1))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"units": [u.to_json() for u in units.values()]}, f, indent=1)
         os.replace(tmp, self.path)
 
     @contextmanager
-    def _locked(self) -> Iterator[tuple[Ledger, list[dict[str, Any]]]]:
+    def _locked(self) -> Iterator[dict[str, Unit]]:
+        """The live units under the lock; dead ones are dropped (their cgroups removed)
+        and the result written back when the block ends."""
         fd = os.open(self.lock_path, os.O_CREAT | os.O_RDWR, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            running = self._scan(self.ledger_id)
-            records = []
-            for r in self._load():
-                key = r["alloc"]["key"]
-                if key in running or alive(r["owner_pid"], r.get("owner_start")):
-                    records.append(r)
-            ledger = Ledger(self.config, self.devices)
-            ledger.replace(decode(json.dumps(r["alloc"])) for r in records)
-            for key, (alloc, _pid) in running.items():
-                if ledger.get(key) is None:
-                    ledger.add(alloc)
-            yield ledger, records
-            self._save(records)
+            units = {}
+            for key, u in self._load().items():
+                if is_live(u, self.fence.pids(u.name, u.pid)):
+                    units[key] = u
+                else:
+                    self.fence.kill(u.name, None)
+            yield units
+            self._save(units)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    # -- operations (all synchronous) -----------------------------------------------------
+    # -- reading (no lock, no write) -------------------------------------------------------
+    def units(self) -> dict[str, Unit]:
+        """Every live unit by key."""
+        return {
+            k: u for k, u in self._load().items() if is_live(u, self.fence.pids(u.name, u.pid))
+        }
+
+    def get(self, key: str) -> Unit | None:
+        return self.units().get(key)
+
+    def snapshot(self, config: GpuhubConfig, devices: Iterable[Device]) -> Ledger:
+        """The ledger of what runs now (for the form, the dialog and checks)."""
+        ledger = Ledger(config, tuple(devices))
+        ledger.replace(u.alloc for u in self.units().values() if u.alloc is not None)
+        return ledger
+
+    # -- writing -----------------------------------------------------------------------------
     def reserve(
-        self, key: str, request: SpawnRequest, groups: Iterable[str], kind: Kind = "notebook"
+        self,
+        config: GpuhubConfig,
+        devices: Iterable[Device],
+        key: str,
+        request: SpawnRequest,
+        groups: Iterable[str],
+        kind: Kind = "notebook",
     ) -> Allocation | None:
-        """Check and reserve under the machine-wide lock; raises ``QuotaDenied``."""
-        with self._locked() as (ledger, records):
+        """Check the quota and devices and record a unit for ``key``, in one step under
+        the machine-wide lock; raises ``QuotaDenied``.  A unit of the same key that still
+        runs is replaced (the caller stops it first)."""
+        with self._locked() as units:
+            ledger = Ledger(config, tuple(devices))
+            ledger.replace(u.alloc for k, u in units.items() if u.alloc and k != key)
             alloc = ledger.reserve(key, request, groups, kind=kind)
-            records[:] = [r for r in records if r["alloc"]["key"] != key]
-            if alloc is not None:
-                records.append(
-                    {
-                        "alloc": json.loads(encode(alloc)),
-                        "owner_pid": self._me[0],
-                        "owner_start": self._me[1],
-                    }
-                )
+            units[key] = Unit(
+                key=key,
+                kind=kind,
+                user=request.user,
+                alloc=alloc,
+                owner_pid=self._me[0],
+                owner_start=self._me[1],
+            )
             return alloc
 
-    def release(self, key: str) -> None:
-        """Drop the reservation under ``key`` (the process is stopped or never started)."""
-        with self._locked() as (_ledger, records):
-            records[:] = [r for r in records if r["alloc"]["key"] != key]
+    def prepare(self, key: str, limits: Limits) -> list[str]:
+        """Create the unit's cgroups with ``limits``; the files a new process writes its
+        PID to (see :func:`gpuhub.cgroups.join`).  Blocking: call in a thread."""
+        self.fence.create(unit_name(key), limits)
+        return self.fence.join_files(unit_name(key))
 
-    def snapshot(self) -> Ledger:
-        """A consistent copy of the current ledger (for display and checks)."""
-        with self._locked() as (ledger, _records):
-            return ledger
+    def started(self, key: str, pid: int, url: str | None = None) -> None:
+        """The unit's main process runs (it is in the cgroup): from now on the unit
+        counts while any process of it lives."""
+        with self._locked() as units:
+            u = units.get(key)
+            if u is not None:
+                u.started, u.pid, u.url = True, pid, url
+
+    def note_url(self, key: str, url: str) -> None:
+        """Where the unit's server will listen (recorded before it starts, so a hub that
+        restarts mid-spawn can re-attach to it)."""
+        with self._locked() as units:
+            if key in units:
+                units[key].url = url
+
+    def note_oom(self, key: str, seen: int) -> None:
+        with self._locked() as units:
+            if key in units:
+                units[key].oom_seen = seen
+
+    def release(self, key: str) -> None:
+        """Kill everything in the unit and forget it.  Blocking (waits until the
+        cgroup is empty, bounded): call in a thread from a coroutine."""
+        u = self._load().get(key)
+        self.fence.kill(unit_name(key), u.pid if u else None)
+        with self._locked() as units:
+            units.pop(key, None)

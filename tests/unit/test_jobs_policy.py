@@ -175,7 +175,7 @@ def test_local_launch_plans(config, tmp_path):
         f"--log-dir={tmp_path / 'logs' / 'torchrun'}",
         "--redirects=3",
         "--tee=3",
-        str(tmp_path / "script.py"),
+        str(tmp_path / "work" / "script.py"),
         "--lr",
         "0.1",
     ]

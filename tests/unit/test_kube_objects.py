@@ -10,7 +10,8 @@ from gpuhub.kube.labels import allocation_from_pod, allocation_marks, label_valu
 from gpuhub.kube.ledger import KubeLedgerBackend
 from gpuhub.kube.messages import explain_failed_scheduling, pods_ahead, wait_message
 from gpuhub.kube.nodes import capacity, driver_of
-from gpuhub.kube.objects import pod_overrides, to_bytes
+from gpuhub.kube.objects import pod_overrides
+from gpuhub.sizes import to_bytes
 from gpuhub.model import Allocation
 from gpuhub.profiles import validate_options
 

@@ -1,7 +1,9 @@
 """The tiny supervisor of one local job: ``python -m gpuhub.jobs.wrapper <job dir>``.
 
-Reads ``<job dir>/launch.json`` (``{"cwd", "procs": [{"argv", "env", "log"}]}``), starts
-every process in its own (the wrapper's) process group with stdout+stderr to its log,
+Reads ``<job dir>/launch.json`` (``{"cwd", "procs": [{"argv", "env", "log"}], "account":
+{"uid", "gid"}}``), starts every process in its own (the wrapper's) process group with
+stdout+stderr to its log, as the user's account when one is given (the wrapper itself
+stays root, inside the job's unit, so the user can neither signal nor alter it),
 waits for all of them and writes ``<job dir>/result.json`` (``{"exit_code", "codes"}``)
 atomically before exiting with that code — so the outcome survives the jobs service.
 If one process fails the others are terminated.  SIGTERM is forwarded to the children.
@@ -28,6 +30,19 @@ def write_result(job_dir: Path, codes: list[int | None]) -> int:
     return code
 
 
+def drop_to(account: dict[str, int] | None) -> Any:
+    """A ``preexec_fn`` that runs a job process as the user's account (private umask)."""
+
+    def preexec() -> None:
+        if account is not None:
+            os.setgid(account["gid"])
+            os.setgroups([account["gid"]])
+            os.setuid(account["uid"])
+        os.umask(0o077)
+
+    return preexec
+
+
 def run(job_dir: Path) -> int:
     plan: dict[str, Any] = json.loads((job_dir / "launch.json").read_text())
     procs: list[subprocess.Popen[bytes]] = []
@@ -42,9 +57,12 @@ def run(job_dir: Path) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    account = plan.get("account")
     for spec in plan["procs"]:
         log = Path(spec["log"])
         log.parent.mkdir(parents=True, exist_ok=True)
+        if account is not None:
+            os.chown(log.parent, account["uid"], account["gid"])
         with log.open("ab") as out:
             procs.append(
                 subprocess.Popen(
@@ -54,6 +72,7 @@ def run(job_dir: Path) -> int:
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
+                    preexec_fn=drop_to(account),
                 )
             )
     while any(p.poll() is None for p in procs):

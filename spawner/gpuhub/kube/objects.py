@@ -10,6 +10,7 @@ from typing import Any
 
 from ..cuda import node_driver_affinity
 from ..model import Allocation, GpuhubConfig, SpawnRequest
+from ..sizes import to_bytes
 from .labels import allocation_marks, label_value
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -17,17 +18,6 @@ PRODUCT_LABEL = "nvidia.com/gpu.product"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
-
-
-_UNITS = {"K": 1, "M": 2, "G": 3, "T": 4}
-
-
-def to_bytes(q: str) -> int:
-    """gpuhub sizes are binary, as in JupyterHub: ``4G`` = ``4Gi`` = 4 × 1024³ bytes."""
-    q = q.removesuffix("i")
-    if q[-1] in _UNITS:
-        return int(float(q[:-1]) * 1024 ** _UNITS[q[-1]])
-    return int(float(q))
 
 
 def k8s_quantity(q: str) -> str:

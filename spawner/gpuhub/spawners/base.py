@@ -82,6 +82,9 @@ class GpuhubSpawnerMixin(HasTraits):
         step (a 400 naming the field, or a 403 with the quota story); nothing to do here
         but to tell JupyterHub the options are handled."""
 
+    gpuhub_notice: str = ""
+    """A sentence for the user about their last server (e.g. an out-of-memory kill)."""
+
     # -- the parts each spawner supplies ------------------------------------------------
     def gpuhub_backend(self) -> LedgerBackend:
         raise NotImplementedError
@@ -148,6 +151,7 @@ class GpuhubSpawnerMixin(HasTraits):
             self.gpuhub_groups,
             self.gpuhub_availability(),
             previous=self.orm_spawner.user_options if self.orm_spawner else None,  # type: ignore[attr-defined]
+            notice=self.gpuhub_notice,
         )
 
     def options_from_form(self, formdata: Mapping[str, list[str]]) -> dict[str, str]:

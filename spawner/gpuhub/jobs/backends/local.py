@@ -5,20 +5,23 @@ the job's devices in ``CUDA_VISIBLE_DEVICES`` (rank ``r`` uses local device ``r`
 script picks gloo on CPU (``GPUHUB_DIST_BACKEND`` says which).  TensorFlow: W processes
 with ``TF_CONFIG`` on loopback ports, M devices each.
 
-Every process runs under :mod:`gpuhub.jobs.wrapper` in its own session, from the user's
-working directory (``<data_dir>/users/<user>``, as for notebooks), with a scrubbed
-environment (never the service's token) carrying the ``GPUHUB_ALLOCATION`` marker so the
-machine-wide ledger counts the job exactly like a notebook, and ``GPUHUB_JOB=<job dir>``
-so that stragglers can be found — and only this job's processes are ever signalled.
+Every job is a unit of the machine-wide ledger, exactly like a notebook server: a cgroup
+of its own (the profile's memory and CPU times the workers, only its GPUs openable) that
+the ledger counts while anything in it lives and that is killed whole when the job ends
+or is cancelled.  :mod:`gpuhub.jobs.wrapper` supervises the job from inside the unit as
+root; the job's own processes run as the user's system account (as their notebook
+server does), from the user's home, with a scrubbed environment (never a token).
 
-State lives in ``<data_dir>/jobs/<id>/`` (``job.json``, ``script.py``, ``launch.json``,
-``logs/``, ``result.json``), so jobs survive a restart of the service.
+State lives in ``<data_dir>/jobs/<id>/`` (root's ``job.json``, ``launch.json`` and
+``result.json``; the account's ``work/script.py`` and ``logs/``), so jobs survive a
+restart of the service.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -29,13 +32,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from traitlets import Float, Unicode, default
+from traitlets import Float, Integer, Unicode, default
 
+from ...accounts import DEFAULT_PREFIX, Account, account_name, ensure_account
+from ...cgroups import join
 from ...errors import OptionError
 from ...ledger import Ledger
-from ...localstate import LocalLedgerStore, alive, decode, encode, process_start
+from ...localstate import alive, decode, encode, process_start
 from ...model import Allocation
-from ...spawners.local import device_env, local_store
+from ...spawners.local import LocalBackend, device_env, local_backend, unit_limits
 from ..policy import JobSpec
 from ..records import Job, utcnow
 from .base import JobBackend
@@ -69,7 +74,7 @@ def launch_plan(
     per TensorFlow worker (unused for PyTorch, where ``--standalone`` picks its own).
     """
     logs = job_dir / "logs"
-    script = str(job_dir / "script.py")
+    script = str(job_dir / "work" / "script.py")
     backend = "nccl" if spec.gpus else "gloo"
     common = {"GPUHUB_DIST_BACKEND": backend, "PYTHONUNBUFFERED": "1"}
     if spec.framework == "pytorch":
@@ -117,10 +122,10 @@ def job_env(
     home: Path,
     alloc: Allocation | None,
     base: dict[str, str],
-    ledger_id: str = "",
+    account: str | None = None,
 ) -> dict[str, str]:
     """The environment of the wrapper (inherited by every job process): a few harmless
-    variables of ``base``, the GPUs and the markers.  No hub or service token."""
+    variables of ``base``, the user, and the GPUs.  No hub or service token."""
     env = {k: base[k] for k in _KEEP_ENV if k in base}
     if spec.image.local_env:
         env["PATH"] = f"{spec.image.local_env}/bin:{env.get('PATH', '/usr/bin:/bin')}"
@@ -131,7 +136,9 @@ def job_env(
         GPUHUB_JOB_USER=spec.user,
         **{JOB_ENV: str(job_dir)},
     )
-    env.update(device_env(alloc, ledger_id))
+    if account:
+        env["USER"] = env["LOGNAME"] = account
+    env.update(device_env(alloc))
     return env
 
 
@@ -161,22 +168,6 @@ def rank_logs(job_dir: Path, framework: str, worker: int) -> list[Path]:
     return [rank / "stdout.log", rank / "stderr.log"]
 
 
-def marked_pids(job_dir: Path, proc: Path = Path("/proc")) -> list[int]:
-    """Live processes carrying ``GPUHUB_JOB=<job_dir>``: this job's, and only its."""
-    mark = f"{JOB_ENV}={job_dir}".encode() + b"\0"
-    found = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            env = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if (b"\0" + env).find(b"\0" + mark) >= 0:
-            found.append(int(entry.name))
-    return found
-
-
 # --- the backend ----------------------------------------------------------------------------
 
 
@@ -187,7 +178,7 @@ class _Entry:
     pid: int | None = None
     pid_start: str | None = None
     cancel_requested: bool = False
-    alloc: str | None = None
+    alloc: dict[str, Any] | None = None
     proc: subprocess.Popen[bytes] | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -236,6 +227,25 @@ class LocalJobBackend(JobBackend):
         """,
     )
 
+    account_prefix = Unicode(
+        DEFAULT_PREFIX,
+        config=True,
+        help="""Prefix of the users' system accounts (the same as
+        ``GPULocalSpawner.account_prefix``): job processes run as the user's account.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    pids_limit = Integer(
+        4096,
+        config=True,
+        help="""Most processes and threads one job may have at once.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
     _entries: dict[str, _Entry]
     _task: asyncio.Task[None] | None = None
 
@@ -249,19 +259,14 @@ class LocalJobBackend(JobBackend):
         return self.data_dir / "users" / user
 
     @property
-    def store(self) -> LocalLedgerStore:
-        return local_store("", self.gpuhub, str(self.data_dir))[0]
+    def ledger(self) -> LocalBackend:
+        return local_backend(self.gpuhub, str(self.data_dir))
 
     def snapshot(self) -> Ledger:
-        return self.store.snapshot()
+        return self.ledger.snapshot()
 
     def capacity(self) -> dict[str, tuple[int, int | None]]:
-        store, inv = local_store("", self.gpuhub, str(self.data_dir))
-        ledger = store.snapshot()
-        return {
-            t: (sum(1 for d in inv.devices if d.type == t), len(ledger.free_devices(t) or []))
-            for t in self.gpuhub.gpu_types
-        }
+        return dict(self.ledger.capacity())
 
     def _save(self, e: _Entry) -> None:
         d = self.jobs_dir / e.job.id
@@ -272,7 +277,8 @@ class LocalJobBackend(JobBackend):
     # -- life cycle --------------------------------------------------------------------------
     async def recover(self) -> None:
         self._entries = {}
-        self.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+        self.jobs_dir.chmod(0o711)
         for path in sorted(self.jobs_dir.glob("*/job.json")):
             try:
                 d = json.loads(path.read_text())
@@ -292,7 +298,14 @@ class LocalJobBackend(JobBackend):
                 if e.pid and alive(e.pid, e.pid_start):
                     self.log.info("gpuhub-jobs: re-attached to job %s (pid %s)", e.job.id, e.pid)
                 else:
-                    self._finish(e)
+                    await asyncio.to_thread(self._finish, e)
+        # a job unit that no running job owns (its record was lost) is stopped
+        running = {f"job:{i}" for i, e in self._entries.items() if not e.job.done}
+        store = self.ledger.store
+        for key, unit in (await asyncio.to_thread(store.units)).items():
+            if unit.kind == "job" and key not in running:
+                self.log.warning("gpuhub-jobs: stopping %s: no running job owns it", key)
+                await asyncio.to_thread(store.release, key)
         self._task = asyncio.create_task(self._supervise())
 
     async def shutdown(self) -> None:
@@ -307,7 +320,7 @@ class LocalJobBackend(JobBackend):
             for e in list(self._entries.values()):
                 if e.job.state == "Running" and self._ended(e):
                     try:
-                        self._finish(e)
+                        await asyncio.to_thread(self._finish, e)
                     except Exception:
                         self.log.exception("gpuhub-jobs: finishing job %s failed", e.job.id)
             await asyncio.sleep(self.poll_interval)
@@ -318,11 +331,10 @@ class LocalJobBackend(JobBackend):
         return e.pid is None or not alive(e.pid, e.pid_start)
 
     def _finish(self, e: _Entry) -> None:
-        """Record the outcome, kill stragglers, release the GPUs."""
+        """Record the outcome, kill what is left of the job's unit, release its GPUs.
+        Blocking: runs in a thread."""
         job_dir = self.jobs_dir / e.job.id
-        for pid in marked_pids(job_dir):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        self.ledger.store.release(f"job:{e.job.id}")
         codes: list[int | None] = []
         try:
             result = json.loads((job_dir / "result.json").read_text())
@@ -346,26 +358,27 @@ class LocalJobBackend(JobBackend):
             )
         e.job = job
         e.proc = None
-        self.store.release(f"job:{e.job.id}")
         self._save(e)
         e.ended.set()
         self.log.info("gpuhub-jobs: job %s %s: %s", job.id, job.state, job.message)
 
     # -- jobs ------------------------------------------------------------------------------
     async def submit(self, spec: JobSpec, groups: Iterable[str]) -> Job:
-        alloc = self.store.reserve(spec.key, spec.ledger_request(), groups, kind="job")
+        ledger = self.ledger
+        alloc = ledger.reserve(spec.key, spec.ledger_request(), groups, kind="job")
         job = Job.from_spec(spec, group=alloc.group if alloc else spec.group)
         e = _Entry(job=job, streams=streams(spec), alloc=encode(alloc) if alloc else None)
         try:
-            proc = self._start(spec, alloc, e)
+            proc = await asyncio.to_thread(self._start, spec, alloc, e, ledger)
         except Exception as err:
-            self.store.release(spec.key)
+            await asyncio.to_thread(ledger.store.release, spec.key)
             e.job = e.job.ended("Failed", f"the job could not be started: {err}", [])
             if (self.jobs_dir / spec.id).is_dir():
                 self._save(e)
             self.log.exception("gpuhub-jobs: starting job %s failed", spec.id)
             return e.job
         e.proc, e.pid, e.pid_start = proc, proc.pid, process_start(proc.pid)
+        await asyncio.to_thread(ledger.store.started, spec.key, proc.pid)
         e.job = replace(
             e.job,
             state="Running",
@@ -384,15 +397,33 @@ class LocalJobBackend(JobBackend):
         )
         return e.job
 
-    def _start(self, spec: JobSpec, alloc: Allocation | None, e: _Entry) -> subprocess.Popen[bytes]:
-        """Write the job directory and start the wrapper in its own session."""
+    def _account(self, user: str, home: Path) -> Account | None:
+        if os.geteuid() != 0:
+            home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            return None
+        home.parent.mkdir(parents=True, exist_ok=True)
+        home.parent.chmod(0o711)
+        return ensure_account(account_name(self.account_prefix, user), user, home)
+
+    def _start(
+        self, spec: JobSpec, alloc: Allocation | None, e: _Entry, ledger: LocalBackend
+    ) -> subprocess.Popen[bytes]:
+        """Write the job directory, make the unit and start the wrapper in it (blocking:
+        runs in a thread)."""
         job_dir = self.jobs_dir / spec.id
-        job_dir.mkdir(parents=True, mode=0o700)
+        job_dir.mkdir(parents=True, mode=0o711)
         self._entries[spec.id] = e
         self._save(e)
         home = self.workdir(spec.user)
-        home.mkdir(parents=True, exist_ok=True)
-        (job_dir / "script.py").write_text(spec.script)
+        account = self._account(spec.user, home)
+        for sub in ("work", "logs"):
+            (job_dir / sub).mkdir(mode=0o700)
+            if account is not None:
+                os.chown(job_dir / sub, account.uid, account.gid)
+        script = job_dir / "work" / "script.py"
+        script.write_text(spec.script)
+        if account is not None:
+            os.chown(script, account.uid, account.gid)
         tf_ports = [_free_port() for _ in range(spec.workers)]
         plan = launch_plan(
             spec,
@@ -402,16 +433,25 @@ class LocalJobBackend(JobBackend):
             devices=alloc.devices if alloc else (),
             ports=tf_ports if spec.framework == "tensorflow" else [],
         )
+        if account is not None:
+            plan["account"] = {"uid": account.uid, "gid": account.gid}
         (job_dir / "launch.json").write_text(json.dumps(plan, indent=1))
+        limits = unit_limits(
+            spec.profile, ledger.devices, alloc, self.pids_limit, scale=max(1, spec.workers)
+        )
+        files = ledger.store.prepare(spec.key, limits)
         with (job_dir / "wrapper.log").open("ab") as out:
             return subprocess.Popen(
                 [sys.executable, "-m", "gpuhub.jobs.wrapper", str(job_dir)],
                 cwd=home,
-                env=job_env(spec, job_dir, home, alloc, dict(os.environ), self.store.ledger_id),
+                env=job_env(
+                    spec, job_dir, home, alloc, dict(os.environ), account.name if account else None
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=functools.partial(join, files),
             )
 
     def _python_for(self, spec: JobSpec) -> str:
@@ -446,7 +486,7 @@ class LocalJobBackend(JobBackend):
             self._signal(e, signal.SIGKILL)
             await self._wait(e, 5)
         if not e.job.done:
-            self._finish(e)
+            await asyncio.to_thread(self._finish, e)
         return e.job
 
     async def _wait(self, e: _Entry, seconds: float) -> bool:
@@ -458,18 +498,14 @@ class LocalJobBackend(JobBackend):
         return True
 
     def _signal(self, e: _Entry, sig: int) -> None:
-        """Signal the wrapper's process group (if it is still the process we started)
-        and, for SIGKILL, every straggler carrying this job's marker."""
+        """Signal the wrapper's process group (if it is still the process we started);
+        the wrapper forwards it to the job's processes."""
         if e.pid and alive(e.pid, e.pid_start):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 if os.getpgid(e.pid) == e.pid:
                     os.killpg(e.pid, sig)
                 else:
                     os.kill(e.pid, sig)
-        if sig == signal.SIGKILL:
-            for pid in marked_pids(self.jobs_dir / e.job.id):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, sig)
 
 
 def _free_port() -> int:
