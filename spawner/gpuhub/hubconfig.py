@@ -14,6 +14,7 @@ from typing import Any
 from traitlets.config import Config
 
 from .config import load_config
+from .errors import ConfigError
 from .model import GpuhubConfig
 
 BIND_ENV = "GPUHUB_BIND_URL"
@@ -68,6 +69,8 @@ def embedded_config(
         c.SharedPasswordAuthenticator.admin_password = passwords["admin"]
     c.GPULocalSpawner.gpuhub_config_file = str(config_path)
     c.GPULocalSpawner.data_dir = str(data_dir)
+    # the home page shows gpuhub's word about the user's server (e.g. an out-of-memory kill)
+    c.JupyterHub.template_paths = [str(Path(__file__).parent / "templates" / "hub")]
     apply_groups_and_users(c, cfg)
     if jobs_port is not None:
         apply_jobs_service(c, config_path, data_dir, bind_url, jobs_port)
@@ -114,6 +117,27 @@ def apply_jobs_service(
     c.GPULocalSpawner.jobs_url = f"{bind_url.rstrip('/')}/services/{JOBS_SERVICE}/"
 
 
+def private_data_dir(data: Path) -> None:
+    """The data directory holds secrets, the hub database and the ledger: only root may
+    read it; users' accounts may only pass through it to their own homes (mode 0711)."""
+    data.mkdir(parents=True, exist_ok=True)
+    data.chmod(0o711)
+    if os.geteuid() == 0:
+        for parent in data.resolve().parents:
+            if not parent.stat().st_mode & 0o001:
+                raise ConfigError(
+                    "GPUHUB_DATA",
+                    f"the data directory {data} is inside {parent} (mode "
+                    f"{parent.stat().st_mode & 0o777:o}), which users' accounts cannot pass "
+                    "through to their homes",
+                    "set GPUHUB_DATA to a directory outside it, e.g. /var/lib/gpuhub",
+                )
+    db = data / "jupyterhub.sqlite"
+    if not db.exists():
+        os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
+    db.chmod(0o600)
+
+
 def free_port() -> int:
     """A free loopback TCP port (for the jobs service when none is configured)."""
     with socket.socket() as s:
@@ -136,6 +160,7 @@ def configure_embedded(
     )
     data = Path(data_dir or default_data_dir())
     cfg = load_config(path)
+    private_data_dir(data)
     user_pw, _ = read_or_create_secret(data / "password", 12)
     admin_pw, _ = read_or_create_secret(data / "admin-password", 32)
     bind = os.environ.get(BIND_ENV, DEFAULT_BIND)

@@ -174,6 +174,24 @@ class Hub:
         r.raise_for_status()
         return str(r.json()["token"])
 
+    def login(self, user: str, password: str | None = None) -> requests.Session:
+        """A browser-like session logged in through the hub's login form."""
+        s = requests.Session()
+        s.get(f"{self.url}/hub/login", timeout=10)
+        r = s.post(
+            f"{self.url}/hub/login?next=",
+            data={
+                "username": user,
+                "password": password or self.password,
+                "_xsrf": s.cookies.get("_xsrf", ""),
+            },
+            timeout=10,
+            allow_redirects=False,
+        )
+        r.raise_for_status()
+        assert r.status_code == 302, r.text
+        return s
+
     def admin_token(self) -> str:
         return self.token("admin", self.admin_password)
 

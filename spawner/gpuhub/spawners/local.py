@@ -45,7 +45,14 @@ _swept: set[str] = set()
 
 
 def default_data_dir() -> str:
-    return os.environ.get(DATA_ENV) or str(Path.home() / ".local" / "share" / "gpuhub")
+    """``$GPUHUB_DATA``, else ``/var/lib/gpuhub`` for root (users' accounts must pass
+    through it to their homes, which they cannot under ``/root``), else
+    ``~/.local/share/gpuhub``."""
+    if os.environ.get(DATA_ENV):
+        return os.environ[DATA_ENV]
+    if os.geteuid() == 0:
+        return "/var/lib/gpuhub"
+    return str(Path.home() / ".local" / "share" / "gpuhub")
 
 
 def local_store(data_dir: str) -> LocalLedgerStore:
@@ -214,6 +221,14 @@ class GPULocalSpawner(GpuhubSpawnerMixin, LocalProcessSpawner):
     _gpuhub_alloc: Allocation | None = None
     _account: Account | None = None
     _preexec: Callable[[], None] | None = None
+    _notice: str = ""
+
+    @property  # type: ignore[override]
+    def gpuhub_notice(self) -> str:
+        """Why the last server ended or what hit its limits (checked when shown)."""
+        if self.server is not None:
+            self._check_oom()
+        return self._notice
 
     # -- the ledger ------------------------------------------------------------------------
     @property
@@ -332,8 +347,8 @@ class GPULocalSpawner(GpuhubSpawnerMixin, LocalProcessSpawner):
         if kills > unit.oom_seen:
             self._local.store.note_oom(unit.key, kills)
             profile = self.gpuhub.profile(str((self.user_options or {}).get("profile", "")))
-            memory = profile.memory if profile else "?"
-            self.gpuhub_notice = oom_notice(memory, datetime.now(UTC)) if profile else ""
+            memory = profile.memory if profile else "2G"
+            self._notice = oom_notice(memory, datetime.now(UTC))
             self.log.warning("gpuhub: %s: out-of-memory kill in its unit", self.gpuhub_key)
 
     async def stop(self, now: bool = False) -> None:
