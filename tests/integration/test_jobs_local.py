@@ -126,7 +126,9 @@ class Jobs:
         return list(r.json()["lines"])
 
 
-def service_pid(hub: Hub) -> int | None:
+def service_pids(hub: Hub) -> list[int]:
+    """Every ``gpuhub-jobs`` process serving ``hub``'s data directory."""
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -134,8 +136,29 @@ def service_pid(hub: Hub) -> int | None:
             cmd = (entry / "cmdline").read_bytes()
             env = (entry / "environ").read_bytes()
             if b"gpuhub.jobs\0" in cmd and f"GPUHUB_DATA={hub.data_dir}\0".encode() in env:
-                return int(entry.name)
-    return None
+                found.append(int(entry.name))
+    return found
+
+
+def service_pid(hub: Hub) -> int | None:
+    return next(iter(service_pids(hub)), None)
+
+
+def parent_pid(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def wait_for_service(hub: Hub, timeout: float = 60) -> None:
+    """Until the managed service answers through the hub's proxy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # the managed service starts after the hub
+        with contextlib.suppress(requests.RequestException):
+            r = requests.get(f"{hub.url}/services/gpuhub-jobs/api/jobs", timeout=5)
+            if r.status_code == 401:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"jobs service did not come up:\n{hub.log_tail()}")
 
 
 @pytest.fixture
@@ -143,15 +166,7 @@ def jobs_hub(hub_factory: Callable[..., Hub]) -> Iterator[Hub]:
     if torch_missing:
         pytest.fail("torch is not installed: run `source scripts/bootstrap.sh && gpuhub_torch`")
     hub = hub_factory()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # the managed service starts after the hub
-        with contextlib.suppress(requests.RequestException):
-            r = requests.get(f"{hub.url}/services/gpuhub-jobs/api/jobs", timeout=5)
-            if r.status_code == 401:
-                break
-        time.sleep(0.3)
-    else:
-        raise TimeoutError(f"jobs service did not come up:\n{hub.log_tail()}")
+    wait_for_service(hub)
     yield hub
     for pid in hub.job_pids():
         with contextlib.suppress(ProcessLookupError):
@@ -273,3 +288,30 @@ def test_running_job_survives_a_service_restart(jobs_hub: Hub):
     done = alice.wait(job["id"], ("Succeeded", "Failed"))
     assert done["state"] == "Succeeded", done
     assert any("released" in ln for ln in alice.logs(job["id"], 1))
+
+
+def test_one_service_per_data_dir_across_hub_kill9(jobs_hub: Hub):
+    alice = Jobs(jobs_hub, "alice")
+    job = alice.submit(WAIT, args=["kill9"], workers=1).json()
+    for _ in range(3):
+        old = service_pids(jobs_hub)
+        assert old, jobs_hub.log_tail()
+        jobs_hub.kill9()
+        jobs_hub.start()
+        wait_for_service(jobs_hub)
+    # the services of the killed hubs are gone; the new hub's own one answers
+    deadline = time.monotonic() + 60
+    while True:
+        pids = service_pids(jobs_hub)
+        with contextlib.suppress(requests.RequestException):
+            r = alice.call("GET", "options")
+            if len(pids) == 1 and r.status_code == 200:
+                break
+        assert time.monotonic() < deadline, (pids, jobs_hub.log_tail())
+        time.sleep(0.3)
+    assert jobs_hub.proc is not None and parent_pid(pids[0]) == jobs_hub.proc.pid
+    assert r.json()["frameworks"] == ["pytorch", "tensorflow"], r.text
+    # the job outlived every service and hub, and the last service supervises it
+    assert alice.get(job["id"])["state"] == "Running"
+    (jobs_hub.data_dir / "users" / "alice" / "release-kill9").touch()
+    assert alice.wait(job["id"], ("Succeeded", "Failed"))["state"] == "Succeeded"
