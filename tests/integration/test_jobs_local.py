@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -311,6 +313,17 @@ def test_one_service_per_data_dir_across_hub_kill9(jobs_hub: Hub):
         time.sleep(0.3)
     assert jobs_hub.proc is not None and parent_pid(pids[0]) == jobs_hub.proc.pid
     assert r.json()["frameworks"] == ["pytorch", "tensorflow"], r.text
+    # a service started by hand for the same data directory refuses, naming the holder
+    extra = subprocess.run(
+        [sys.executable, "-m", "gpuhub.jobs", "--JobsApp.instance_wait=0.5"],
+        env={k: v for k, v in jobs_hub.env().items() if not k.startswith("JUPYTERHUB_")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert extra.returncode == 1, extra
+    assert f"(PID {pids[0]}) serves {jobs_hub.data_dir}" in extra.stderr, extra.stderr
+    assert service_pids(jobs_hub) == pids
     # the job outlived every service and hub, and the last service supervises it
     assert alice.get(job["id"])["state"] == "Running"
     (jobs_hub.data_dir / "users" / "alice" / "release-kill9").touch()
