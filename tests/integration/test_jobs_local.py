@@ -6,6 +6,7 @@ DDP on CPU with gloo).  Needs torch in the venv (``gpuhub_torch`` in scripts/boo
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import requests
 from test_local_hub import ledger_keys, spawn
 
 from hubproc import Hub, auth
+from localconfig import CONFIG
 
 pytestmark = pytest.mark.integration
 
@@ -328,3 +330,34 @@ def test_one_service_per_data_dir_across_hub_kill9(jobs_hub: Hub):
     assert alice.get(job["id"])["state"] == "Running"
     (jobs_hub.data_dir / "users" / "alice" / "release-kill9").touch()
     assert alice.wait(job["id"], ("Succeeded", "Failed"))["state"] == "Succeeded"
+
+
+def test_a_job_whose_env_lacks_its_framework_is_refused_before_anything_starts(
+    hub_factory: Callable[..., Hub], tmp_path: Path
+):
+    env = tmp_path / "bare-env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    config = copy.deepcopy(CONFIG)
+    bare = {"display_name": "Bare", "image": "local/bare", "local_env": str(env)}
+    config["images"]["bare"] = bare
+    for profile in config["profiles"][:2]:  # cpu and gpu
+        profile["images"].append("bare")
+    hub = hub_factory(config)
+    wait_for_service(hub)
+    alice = Jobs(hub, "alice")
+    python = env / "bin" / "python"
+    fix = (
+        f"image: image 'bare' ({env}) has no torch: install it there "
+        f"(`{python} -m pip install torch`) or choose an image with PyTorch"
+    )
+    for opts in ({}, {"gpus_per_worker": 1, "gpu_type": "a100", "group": "vision"}):
+        r = alice.submit(DDP, image="bare", **opts)
+        assert r.status_code == 400, r.text
+        assert r.json() == {"status": 400, "field": "image", "message": fix}
+    # nothing was created: no job, no job directory, no GPU held
+    assert alice.call("GET", "jobs").json() == {"jobs": []}
+    assert list((hub.data_dir / "jobs").iterdir()) == []
+    assert ledger_keys(hub) == {}
+    # the dialog's options say which image runs which framework
+    images = {i["slug"]: i["frameworks"] for i in alice.call("GET", "options").json()["images"]}
+    assert images["bare"] == [] and "pytorch" in images["python"], images

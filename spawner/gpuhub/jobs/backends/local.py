@@ -29,13 +29,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from traitlets import Float, Unicode, default
+from traitlets import Float, Instance, Unicode, default
 
 from ...errors import OptionError
 from ...ledger import Ledger
 from ...localstate import LocalLedgerStore, alive, decode, encode, process_start
-from ...model import Allocation
+from ...model import Allocation, ImageSpec
 from ...spawners.local import device_env, local_store
+from ..envcheck import FrameworkCheck, env_python
 from ..policy import JobSpec
 from ..records import Job, utcnow
 from .base import JobBackend
@@ -470,6 +471,16 @@ class LocalJobBackend(JobBackend):
             for pid in marked_pids(self.jobs_dir / e.job.id):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, sig)
+
+    # -- the job's environment (gpuhub.jobs.envcheck) ----------------------------------------
+    envs = Instance(FrameworkCheck, args=(), help="Which interpreter has which framework.")
+
+    async def preflight(self, spec: JobSpec) -> None:
+        await self.envs.require(spec.image, self._python_for(spec), spec.framework)
+
+    async def frameworks(self, image: ImageSpec) -> tuple[str, ...] | None:
+        facts = await self.envs.facts(env_python(image, self.python))
+        return facts.frameworks()
 
 
 def _free_port() -> int:
