@@ -214,6 +214,11 @@ def test_cancel_stops_every_process(jobs_hub: Hub):
         time.sleep(0.3)
     pids = jobs_hub.job_pids()
     assert len(pids) >= 4  # wrapper, torchrun, 2 workers
+    # CPU workers are limited per user (LocalJobBackend.max_cpu_workers_per_user = 4)
+    r = alice.submit(WAIT, args=["never"], workers=3)
+    assert r.status_code == 403, r.text
+    assert f"you run 2 of 4 CPU worker processes: job 'train' ({job['id']}) 2" in r.text
+    assert [j["id"] for j in alice.call("GET", "jobs").json()["jobs"]] == [job["id"]]
     r = alice.call("DELETE", f"jobs/{job['id']}")
     assert r.status_code == 202, r.text
     assert r.json()["state"] == "Cancelled"

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from traitlets import Float, Instance, Unicode, default
+from traitlets import Float, Instance, Integer, Unicode, default
 
 from ...errors import OptionError
 from ...ledger import Ledger
@@ -37,7 +37,7 @@ from ...localstate import LocalLedgerStore, alive, decode, encode, process_start
 from ...model import Allocation, ImageSpec
 from ...spawners.local import device_env, local_store
 from ..envcheck import FrameworkCheck, env_python
-from ..policy import JobSpec
+from ..policy import JobSpec, check_cpu_workers
 from ..records import Job, utcnow
 from .base import JobBackend
 
@@ -354,6 +354,7 @@ class LocalJobBackend(JobBackend):
 
     # -- jobs ------------------------------------------------------------------------------
     async def submit(self, spec: JobSpec, groups: Iterable[str]) -> Job:
+        check_cpu_workers(spec, self._jobs(), self.max_cpu_workers_per_user)
         alloc = self.store.reserve(spec.key, spec.ledger_request(), groups, kind="job")
         job = Job.from_spec(spec, group=alloc.group if alloc else spec.group)
         e = _Entry(job=job, streams=streams(spec), alloc=encode(alloc) if alloc else None)
@@ -474,6 +475,21 @@ class LocalJobBackend(JobBackend):
 
     # -- the job's environment (gpuhub.jobs.envcheck) ----------------------------------------
     envs = Instance(FrameworkCheck, args=(), help="Which interpreter has which framework.")
+
+    # -- CPU workers (gpuhub.jobs.policy.check_cpu_workers) ---------------------------------
+    max_cpu_workers_per_user = Integer(
+        4,
+        min=0,
+        config=True,
+        help="""The most CPU worker processes (workers of jobs without GPUs) one user may
+        run at a time, across all their running jobs.  A job over it is refused.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    def _jobs(self) -> list[Job]:
+        return [e.job for e in self._entries.values()]
 
     async def preflight(self, spec: JobSpec) -> None:
         await self.envs.require(spec.image, self._python_for(spec), spec.framework)
