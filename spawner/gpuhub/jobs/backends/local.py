@@ -26,10 +26,11 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from traitlets import Float, Instance, Integer, Unicode, default
+from traitlets import Float, Integer, Unicode, default
 
 from ...errors import OptionError
 from ...ledger import Ledger
@@ -474,7 +475,17 @@ class LocalJobBackend(JobBackend):
                     os.kill(pid, sig)
 
     # -- the job's environment (gpuhub.jobs.envcheck) ----------------------------------------
-    envs = Instance(FrameworkCheck, args=(), help="Which interpreter has which framework.")
+    @cached_property
+    def envs(self) -> FrameworkCheck:
+        """Which interpreter has which framework (cached probes)."""
+        return FrameworkCheck()
+
+    async def preflight(self, spec: JobSpec) -> None:
+        await self.envs.require(spec.image, self._python_for(spec), spec.framework)
+
+    async def frameworks(self, image: ImageSpec) -> tuple[str, ...] | None:
+        facts = await self.envs.facts(env_python(image, self.python))
+        return facts.frameworks()
 
     # -- CPU workers (gpuhub.jobs.policy.check_cpu_workers) ---------------------------------
     max_cpu_workers_per_user = Integer(
@@ -490,13 +501,6 @@ class LocalJobBackend(JobBackend):
 
     def _jobs(self) -> list[Job]:
         return [e.job for e in self._entries.values()]
-
-    async def preflight(self, spec: JobSpec) -> None:
-        await self.envs.require(spec.image, self._python_for(spec), spec.framework)
-
-    async def frameworks(self, image: ImageSpec) -> tuple[str, ...] | None:
-        facts = await self.envs.facts(env_python(image, self.python))
-        return facts.frameworks()
 
 
 def _free_port() -> int:
