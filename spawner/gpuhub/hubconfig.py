@@ -15,6 +15,7 @@ from traitlets.config import Config
 
 from .config import load_config
 from .errors import ConfigError
+from .jobs.singleton import HUB_PID_ENV
 from .model import GpuhubConfig
 
 BIND_ENV = "GPUHUB_BIND_URL"
@@ -86,7 +87,8 @@ def apply_jobs_service(
     - every user may reach the service (``access:services!service=gpuhub-jobs``);
     - single-user servers' ``$JUPYTERHUB_API_TOKEN`` may call it on the user's behalf
       (the lab extension's server side), and identify the user with their groups;
-    - servers learn the service's URL through the proxy as ``$GPUHUB_JOBS_URL``.
+    - servers learn the service's URL through the proxy as ``$GPUHUB_JOBS_URL``;
+    - the service learns this hub's PID (``$GPUHUB_HUB_PID``) and ends with it.
     """
     access = f"access:services!service={JOBS_SERVICE}"
     c.JupyterHub.services = [
@@ -94,7 +96,12 @@ def apply_jobs_service(
             "name": JOBS_SERVICE,
             "url": f"http://127.0.0.1:{port}",
             "command": [sys.executable, "-m", "gpuhub.jobs"],
-            "environment": {"GPUHUB_CONFIG": str(config_path), "GPUHUB_DATA": str(data_dir)},
+            "environment": {
+                "GPUHUB_CONFIG": str(config_path),
+                "GPUHUB_DATA": str(data_dir),
+                # this hub (the config runs in it): the service ends when it does
+                HUB_PID_ENV: str(os.getpid()),
+            },
             "display": False,
         }
     ]

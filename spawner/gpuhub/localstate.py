@@ -153,9 +153,7 @@ class LocalLedgerStore:
     # -- reading (no lock, no write) -------------------------------------------------------
     def units(self) -> dict[str, Unit]:
         """Every live unit by key."""
-        return {
-            k: u for k, u in self._load().items() if is_live(u, self.fence.pids(u.name, u.pid))
-        }
+        return {k: u for k, u in self._load().items() if is_live(u, self.fence.pids(u.name, u.pid))}
 
     def get(self, key: str) -> Unit | None:
         return self.units().get(key)

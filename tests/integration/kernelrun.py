@@ -36,7 +36,11 @@ class Kernel:
             f"{self.base}api/sessions",
             headers=self.headers,
             timeout=timeout,
-            json={"path": f"{uuid.uuid4().hex}.ipynb", "type": "notebook", "kernel": {"name": "python3"}},
+            json={
+                "path": f"{uuid.uuid4().hex}.ipynb",
+                "type": "notebook",
+                "kernel": {"name": "python3"},
+            },
         )
         r.raise_for_status()
         self.kernel_id = r.json()["kernel"]["id"]
@@ -44,7 +48,10 @@ class Kernel:
             f"api/kernels/{self.kernel_id}/channels?session_id={r.json()['id']}"
         )
         self.ws = websocket.create_connection(
-            url, header=[f"Authorization: token {token}"], subprotocols=[SUBPROTOCOL], timeout=timeout
+            url,
+            header=[f"Authorization: token {token}"],
+            subprotocols=[SUBPROTOCOL],
+            timeout=timeout,
         )
         self.session = uuid.uuid4().hex
 
@@ -61,10 +68,17 @@ class Kernel:
             },
             "parent_header": {},
             "metadata": {},
-            "content": {"code": code, "silent": False, "store_history": False,
-                        "user_expressions": {}, "allow_stdin": False},
+            "content": {
+                "code": code,
+                "silent": False,
+                "store_history": False,
+                "user_expressions": {},
+                "allow_stdin": False,
+            },
         }
-        self.ws.send_binary(serialize_msg_to_ws_v1(msg, "shell", pack=lambda d: json.dumps(d).encode()))
+        self.ws.send_binary(
+            serialize_msg_to_ws_v1(msg, "shell", pack=lambda d: json.dumps(d).encode())
+        )
         out, status, idle = "", None, False
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -72,9 +86,14 @@ class Kernel:
                 data = self.ws.recv()
             except (websocket.WebSocketException, OSError):
                 return Result("died", out)
-            channel, parts = deserialize_msg_from_ws_v1(data if isinstance(data, bytes) else data.encode())
+            channel, parts = deserialize_msg_from_ws_v1(
+                data if isinstance(data, bytes) else data.encode()
+            )
             header, parent, _meta, content = (json.loads(p) for p in parts[:4])
-            if header["msg_type"] == "status" and content.get("execution_state") in ("dead", "restarting"):
+            if header["msg_type"] == "status" and content.get("execution_state") in (
+                "dead",
+                "restarting",
+            ):
                 return Result("died", out)
             if parent.get("msg_id") != msg_id:
                 continue

@@ -16,15 +16,17 @@ from pathlib import Path
 
 import pytest
 import requests
+from kernelrun import Kernel
 
 from hubproc import Hub, auth, process_env
-from kernelrun import Kernel
 
 pytestmark = pytest.mark.integration
 
 
 def spawn(hub: Hub, user: str, token: str, options: dict) -> None:
-    r = requests.post(f"{hub.api}/users/{user}/server", json=options, headers=auth(token), timeout=60)
+    r = requests.post(
+        f"{hub.api}/users/{user}/server", json=options, headers=auth(token), timeout=60
+    )
     assert r.status_code in (201, 202), r.text
     hub.wait_ready(user, token)
 
@@ -32,12 +34,15 @@ def spawn(hub: Hub, user: str, token: str, options: dict) -> None:
 def usage(hub: Hub) -> dict[str, str]:
     out = subprocess.run(
         [sys.executable, "-m", "gpuhub.cli", "usage", str(hub.config_path)],
-        env=hub.env(), capture_output=True, text=True, check=True,
+        env=hub.env(),
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return dict(re.findall(r"^\s+(\S+): (.*)$", out, re.M))
 
 
-PROBE = r'''
+PROBE = r"""
 import json, os, signal, subprocess, sys
 data, carol_pid, nodes = {data!r}, {carol_pid!r}, {nodes!r}
 res = {{}}
@@ -57,18 +62,20 @@ attempt("carol_home_list", lambda: os.listdir(f"{{data}}/users/carol"))
 attempt("carol_home_plant", lambda: open(f"{{data}}/users/carol/planted.txt", "w").write("x"))
 attempt("carol_environ", lambda: open(f"/proc/{{carol_pid}}/environ", "rb").read())
 attempt("carol_signal", lambda: os.kill(carol_pid, signal.SIGTERM))
-attempt("jobs_environ", lambda: [open(f"/proc/{{p}}/environ", "rb").read() for p in os.listdir("/proc")
-        if p.isdigit() and b"gpuhub.jobs" in open(f"/proc/{{p}}/cmdline", "rb").read()] or 1/0)
+jobs = [p for p in os.listdir("/proc")
+        if p.isdigit() and b"gpuhub.jobs" in open(f"/proc/{{p}}/cmdline", "rb").read()]
+assert jobs, "the jobs service runs"
+attempt("jobs_environ", lambda: open(f"/proc/{{jobs[0]}}/environ", "rb").read())
 for n in nodes:
     attempt("open " + os.path.basename(n), lambda n=n: os.close(os.open(n, os.O_RDWR)))
 # forge a GPU allocation marker (the old ledger's truth) in a detached process
+forged = {{"key": "forged", "user": "bob", "group": "nlp", "gpu_type": "a100", "gpus": 3,
+          "kind": "notebook", "since": None, "devices": [1, 2, 3], "pending": False}}
 subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True,
-    env={{**os.environ, "GPUHUB_ALLOCATION": json.dumps({{"key": "forged", "user": "bob", "group": "nlp",
-    "gpu_type": "a100", "gpus": 3, "kind": "notebook", "since": None, "devices": [1, 2, 3],
-    "pending": False}})}})
+                 env={{**os.environ, "GPUHUB_ALLOCATION": json.dumps(forged)}})
 res["uid"] = os.getuid()
 print(json.dumps(res))
-'''
+"""
 
 
 def test_hidden_doors_are_closed(hub: Hub, tmp_path: Path):
@@ -100,9 +107,19 @@ def test_hidden_doors_are_closed(hub: Hub, tmp_path: Path):
         assert r.status == "ok", r
         res = json.loads(r.stdout.strip().splitlines()[-1])
         EACCES, EPERM, ENXIO = 13, 1, 6
-        for door in ("admin_password", "hub_db", "cookie_secret", "ledger_write", "state_list",
-                     "config_write", "carol_home_read", "carol_home_list", "carol_home_plant",
-                     "carol_environ", "jobs_environ"):
+        for door in (
+            "admin_password",
+            "hub_db",
+            "cookie_secret",
+            "ledger_write",
+            "state_list",
+            "config_write",
+            "carol_home_read",
+            "carol_home_list",
+            "carol_home_plant",
+            "carol_environ",
+            "jobs_environ",
+        ):
             assert res[door] == EACCES, (door, res)
         assert res["carol_signal"] == EPERM, res
         assert res["uid"] not in (0, carol_acct.pw_uid)

@@ -6,8 +6,11 @@ DDP on CPU with gloo).  Needs torch in the venv (``gpuhub_torch`` in scripts/boo
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +21,7 @@ import requests
 from test_local_hub import ledger_keys, spawn
 
 from hubproc import Hub, auth
+from localconfig import CONFIG
 
 pytestmark = pytest.mark.integration
 
@@ -126,7 +130,9 @@ class Jobs:
         return list(r.json()["lines"])
 
 
-def service_pid(hub: Hub) -> int | None:
+def service_pids(hub: Hub) -> list[int]:
+    """Every ``gpuhub-jobs`` process serving ``hub``'s data directory."""
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -134,8 +140,29 @@ def service_pid(hub: Hub) -> int | None:
             cmd = (entry / "cmdline").read_bytes()
             env = (entry / "environ").read_bytes()
             if b"gpuhub.jobs\0" in cmd and f"GPUHUB_DATA={hub.data_dir}\0".encode() in env:
-                return int(entry.name)
-    return None
+                found.append(int(entry.name))
+    return found
+
+
+def service_pid(hub: Hub) -> int | None:
+    return next(iter(service_pids(hub)), None)
+
+
+def parent_pid(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def wait_for_service(hub: Hub, timeout: float = 60) -> None:
+    """Until the managed service answers through the hub's proxy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # the managed service starts after the hub
+        with contextlib.suppress(requests.RequestException):
+            r = requests.get(f"{hub.url}/services/gpuhub-jobs/api/jobs", timeout=5)
+            if r.status_code == 401:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"jobs service did not come up:\n{hub.log_tail()}")
 
 
 @pytest.fixture
@@ -143,15 +170,7 @@ def jobs_hub(hub_factory: Callable[..., Hub]) -> Iterator[Hub]:
     if torch_missing:
         pytest.fail("torch is not installed: run `source scripts/bootstrap.sh && gpuhub_torch`")
     hub = hub_factory()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # the managed service starts after the hub
-        with contextlib.suppress(requests.RequestException):
-            r = requests.get(f"{hub.url}/services/gpuhub-jobs/api/jobs", timeout=5)
-            if r.status_code == 401:
-                break
-        time.sleep(0.3)
-    else:
-        raise TimeoutError(f"jobs service did not come up:\n{hub.log_tail()}")
+    wait_for_service(hub)
     yield hub
     for pid in hub.job_pids():
         with contextlib.suppress(ProcessLookupError):
@@ -195,6 +214,11 @@ def test_cancel_stops_every_process(jobs_hub: Hub):
         time.sleep(0.3)
     pids = jobs_hub.job_pids()
     assert len(pids) >= 4  # wrapper, torchrun, 2 workers
+    # CPU workers are limited per user (LocalJobBackend.max_cpu_workers_per_user = 4)
+    r = alice.submit(WAIT, args=["never"], workers=3)
+    assert r.status_code == 403, r.text
+    assert f"you run 2 of 4 CPU worker processes: job 'train' ({job['id']}) 2" in r.text
+    assert [j["id"] for j in alice.call("GET", "jobs").json()["jobs"]] == [job["id"]]
     r = alice.call("DELETE", f"jobs/{job['id']}")
     assert r.status_code == 202, r.text
     assert r.json()["state"] == "Cancelled"
@@ -273,3 +297,72 @@ def test_running_job_survives_a_service_restart(jobs_hub: Hub):
     done = alice.wait(job["id"], ("Succeeded", "Failed"))
     assert done["state"] == "Succeeded", done
     assert any("released" in ln for ln in alice.logs(job["id"], 1))
+
+
+def test_one_service_per_data_dir_across_hub_kill9(jobs_hub: Hub):
+    alice = Jobs(jobs_hub, "alice")
+    job = alice.submit(WAIT, args=["kill9"], workers=1).json()
+    for _ in range(3):
+        old = service_pids(jobs_hub)
+        assert old, jobs_hub.log_tail()
+        jobs_hub.kill9()
+        jobs_hub.start()
+        wait_for_service(jobs_hub)
+    # the services of the killed hubs are gone; the new hub's own one answers
+    deadline = time.monotonic() + 60
+    while True:
+        pids = service_pids(jobs_hub)
+        with contextlib.suppress(requests.RequestException):
+            r = alice.call("GET", "options")
+            if len(pids) == 1 and r.status_code == 200:
+                break
+        assert time.monotonic() < deadline, (pids, jobs_hub.log_tail())
+        time.sleep(0.3)
+    assert jobs_hub.proc is not None and parent_pid(pids[0]) == jobs_hub.proc.pid
+    assert r.json()["frameworks"] == ["pytorch", "tensorflow"], r.text
+    # a service started by hand for the same data directory refuses, naming the holder
+    extra = subprocess.run(
+        [sys.executable, "-m", "gpuhub.jobs", "--JobsApp.instance_wait=0.5"],
+        env={k: v for k, v in jobs_hub.env().items() if not k.startswith("JUPYTERHUB_")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert extra.returncode == 1, extra
+    assert f"(PID {pids[0]}) serves {jobs_hub.data_dir}" in extra.stderr, extra.stderr
+    assert service_pids(jobs_hub) == pids
+    # the job outlived every service and hub, and the last service supervises it
+    assert alice.get(job["id"])["state"] == "Running"
+    (jobs_hub.data_dir / "users" / "alice" / "release-kill9").touch()
+    assert alice.wait(job["id"], ("Succeeded", "Failed"))["state"] == "Succeeded"
+
+
+def test_a_job_whose_env_lacks_its_framework_is_refused_before_anything_starts(
+    hub_factory: Callable[..., Hub], tmp_path: Path
+):
+    env = tmp_path / "bare-env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    config = copy.deepcopy(CONFIG)
+    bare = {"display_name": "Bare", "image": "local/bare", "local_env": str(env)}
+    config["images"]["bare"] = bare
+    for profile in config["profiles"][:2]:  # cpu and gpu
+        profile["images"].append("bare")
+    hub = hub_factory(config)
+    wait_for_service(hub)
+    alice = Jobs(hub, "alice")
+    python = env / "bin" / "python"
+    fix = (
+        f"image: image 'bare' ({env}) has no torch: install it there "
+        f"(`{python} -m pip install torch`) or choose an image with PyTorch"
+    )
+    for opts in ({}, {"gpus_per_worker": 1, "gpu_type": "a100", "group": "vision"}):
+        r = alice.submit(DDP, image="bare", **opts)
+        assert r.status_code == 400, r.text
+        assert r.json() == {"status": 400, "field": "image", "message": fix}
+    # nothing was created: no job, no job directory, no GPU held
+    assert alice.call("GET", "jobs").json() == {"jobs": []}
+    assert list((hub.data_dir / "jobs").iterdir()) == []
+    assert ledger_keys(hub) == {}
+    # the dialog's options say which image runs which framework
+    images = {i["slug"]: i["frameworks"] for i in alice.call("GET", "options").json()["images"]}
+    assert images["bare"] == [] and "pytorch" in images["python"], images

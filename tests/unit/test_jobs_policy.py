@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from gpuhub.errors import OptionError
+from gpuhub.errors import OptionError, QuotaDenied
 from gpuhub.jobs.backends.local import launch_plan, streams
-from gpuhub.jobs.policy import notebook_to_script, validate_job
+from gpuhub.jobs.policy import check_cpu_workers, notebook_to_script, validate_job
+from gpuhub.jobs.records import Job
 from gpuhub.model import GpuhubConfig
 
 
@@ -33,14 +36,14 @@ def nb(*sources: str) -> dict[str, Any]:
     }
 
 
-def job(config: GpuhubConfig, user: str = "bob", groups=("vision",), **body: Any):
+def job(config: GpuhubConfig, user: str = "bob", groups=("vision",), job_id="abc123", **body: Any):
     body = {"framework": "pytorch", "workers": 2, "gpus_per_worker": 1, **body}
     return validate_job(
         config,
         user,
         list(groups),
         body,
-        job_id="abc123",
+        job_id=job_id,
         max_workers=8,
         server_image=body.pop("_server_image", None),
         script="print(1)\n",
@@ -123,6 +126,40 @@ def test_max_workers_is_configurable(config):
         validate_job(
             config, "bob", ["vision"], {"workers": 3}, job_id="x", max_workers=2, script=""
         )
+
+
+def test_cpu_workers_are_limited_per_user_across_running_jobs(config):
+    def cpu(job_id: str, workers: int, user: str = "bob", path: str = "train.ipynb"):
+        return job(config, user=user, job_id=job_id, workers=workers, gpus_per_worker=0, path=path)
+
+    def running(spec, minute: int, state: str = "Running") -> Job:
+        t = datetime(2026, 5, 1, 9, minute, tzinfo=UTC)
+        return replace(Job.from_spec(spec), state=state, created=t, started=t)
+
+    jobs = [
+        running(cpu("b2", 1, path="eval.ipynb"), 22),
+        running(cpu("a1", 2), 12),
+        running(cpu("c3", 3), 5, state="Succeeded"),  # ended: not counted
+        running(cpu("d4", 4, user="alice"), 1),  # someone else's
+        running(job(config, job_id="e5", workers=4), 2),  # GPU workers
+    ]
+    check_cpu_workers(cpu("new", 1), jobs, 4)  # 3 + 1 fits
+    with pytest.raises(QuotaDenied) as e:
+        check_cpu_workers(cpu("new", 2), jobs, 4)
+    assert e.value.status == 403
+    assert e.value.explanation == (
+        "Not enough CPU workers: you run 3 of 4 CPU worker processes: "
+        "job 'train' (a1) 2 (since 09:12), job 'eval' (b2) 1 (since 09:22) "
+        "— you asked for 2. Cancel a job or wait for one to end, or ask for at most 1"
+    )
+    with pytest.raises(QuotaDenied, match="wait for one to end$"):
+        check_cpu_workers(cpu("new", 1), jobs, 3)
+    # alone over the limit: the field is wrong whatever runs
+    with pytest.raises(OptionError) as e2:
+        check_cpu_workers(cpu("new", 5), [], 4)
+    assert e2.value.field == "workers" and "ask for at most 4" in e2.value.problem
+    # GPU jobs use no CPU workers
+    check_cpu_workers(job(config, job_id="g", workers=8), jobs, 0)
 
 
 def test_magic_cells_are_refused_naming_the_cell():

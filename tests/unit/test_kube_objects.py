@@ -11,9 +11,9 @@ from gpuhub.kube.ledger import KubeLedgerBackend
 from gpuhub.kube.messages import explain_failed_scheduling, pods_ahead, wait_message
 from gpuhub.kube.nodes import capacity, driver_of
 from gpuhub.kube.objects import pod_overrides
-from gpuhub.sizes import to_bytes
 from gpuhub.model import Allocation
 from gpuhub.profiles import validate_options
+from gpuhub.sizes import to_bytes
 
 
 def req(config, user="alice", groups=("vision",), **opts):

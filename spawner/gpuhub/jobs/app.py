@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from tornado import web
 from tornado.httpserver import HTTPServer
-from traitlets import Integer, Type, Unicode, default
+from traitlets import Float, Integer, Type, Unicode, default
 from traitlets.config import Application
 
 from ..config import CONFIG_ENV, load_config
@@ -20,6 +21,14 @@ from .backends.base import JobBackend
 from .errors import JobNotFound
 from .handlers import BaseHandler, routes
 from .service import JobsService
+from .singleton import (
+    HUB_PID_ENV,
+    AlreadyRunning,
+    die_with_parent,
+    hold_lock,
+    lock_path,
+    started_by_hub,
+)
 
 SERVICE_NAME = "gpuhub-jobs"
 
@@ -137,6 +146,17 @@ class JobsApp(Application):
         """,
     )
 
+    instance_wait = Float(
+        5.0,
+        config=True,
+        help="""Seconds a starting service waits for another jobs service of the same data
+        directory to end (e.g. one finishing its shutdown after its hub died) before it
+        refuses to start.  One service per data directory (``state/jobs-service.lock``).
+
+        .. versionadded:: 0.1
+        """,
+    )
+
     def initialize(self, argv: Any = None) -> None:
         super().initialize(argv)
         if self.config_file:
@@ -174,6 +194,13 @@ class JobsApp(Application):
         await service.backend.shutdown()
 
     def start(self) -> None:
+        """Take the data directory's lock (before the event loop: it blocks), then serve.
+        The lock is held until the process ends."""
+        try:
+            hold_lock(lock_path(Path(self.data_dir)), self.instance_wait)
+        except AlreadyRunning as e:
+            self.log.critical("gpuhub-jobs not starting: %s", e)
+            raise SystemExit(1) from None
         asyncio.run(self.serve())
 
 
@@ -187,4 +214,10 @@ def _log_request(handler: web.RequestHandler) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """A managed service ends with the hub that started it (first thing, so that no
+    start-up time is left unguarded); then the app."""
+    if started_by_hub(os.environ):
+        hub = int(os.environ.get(HUB_PID_ENV) or os.getppid())
+        if not die_with_parent(hub):
+            sys.exit(f"{SERVICE_NAME}: the hub that started it (PID {hub}) has ended; not starting")
     JobsApp.launch_instance(argv)

@@ -80,7 +80,7 @@ class BaseHandler(web.RequestHandler):
 
 class OptionsHandler(BaseHandler):
     async def get(self) -> None:
-        self.write_json(self.service.options(self.caller))
+        self.write_json(await self.service.options(self.caller))
 
 
 class JobsHandler(BaseHandler):
@@ -102,6 +102,7 @@ class JobsHandler(BaseHandler):
             max_workers=self.service.max_workers,
             server_image=self.caller.server_image,
         )
+        await self.service.backend.preflight(spec)
         job = await self.service.backend.submit(spec, self.caller.groups)
         self.write_json(job.to_json(), 201)
 

@@ -19,11 +19,14 @@ import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from ..errors import OptionError
+from ..errors import OptionError, QuotaDenied
 from ..model import GpuhubConfig, ImageSpec, Profile, SpawnRequest
 from ..profiles import chargeable_groups, default_image, visible_profiles
+
+if TYPE_CHECKING:
+    from .records import Job
 
 Framework = Literal["pytorch", "tensorflow"]
 FRAMEWORKS: tuple[Framework, ...] = ("pytorch", "tensorflow")
@@ -346,4 +349,44 @@ def validate_job(
         image=image,
         profile=profile,
         script=script,
+    )
+
+
+# --- running jobs ---------------------------------------------------------------------------
+
+
+def cpu_workers(job: Job | JobSpec) -> int:
+    """CPU worker processes of a job: one per worker of a CPU job, none on GPUs."""
+    return 0 if job.gpus_per_worker else job.workers
+
+
+def check_cpu_workers(spec: JobSpec, jobs: Iterable[Job], limit: int) -> None:
+    """Refuse a CPU job that would take its user over ``limit`` CPU worker processes
+    across their unfinished jobs (``jobs`` may hold anyone's; only the user's count).
+
+    :class:`OptionError` (400, ``workers``) when the job alone is over the limit, else
+    :class:`QuotaDenied` (403) naming the jobs that use the rest.
+    """
+    asked = cpu_workers(spec)
+    if not asked:
+        return
+    if asked > limit:
+        raise OptionError(
+            "workers",
+            f"{asked} CPU workers are more than the {limit} CPU worker processes a user may "
+            f"run at a time; ask for at most {limit}, or use GPU workers",
+        )
+    mine = [j for j in jobs if j.user == spec.user and not j.done and cpu_workers(j)]
+    used = sum(cpu_workers(j) for j in mine)
+    if used + asked <= limit:
+        return
+    held = ", ".join(
+        f"job {j.name!r} ({j.id}) {cpu_workers(j)}"
+        + (f" (since {t:%H:%M})" if (t := j.started or j.created) else "")
+        for j in sorted(mine, key=lambda j: j.created)
+    )
+    fewer = f", or ask for at most {limit - used}" if used < limit else ""
+    raise QuotaDenied(
+        f"Not enough CPU workers: you run {used} of {limit} CPU worker processes: {held} "
+        f"— you asked for {asked}. Cancel a job or wait for one to end{fewer}"
     )

@@ -84,8 +84,9 @@ class JobsService:
         data: dict[str, Any] = json.loads(r.body)
         return data
 
-    def options(self, caller: Caller) -> dict[str, Any]:
-        """``GET api/options``: what the dialog may offer ``caller``, quota left live."""
+    async def options(self, caller: Caller) -> dict[str, Any]:
+        """``GET api/options``: what the dialog may offer ``caller``, quota left live, and
+        which framework each of the caller's images can run (where the backend knows)."""
         cfg = self.gpuhub
         visible = visible_profiles(cfg, caller.groups)
         gpu_profiles = [p for p in visible if p.gpu is not None]
@@ -116,6 +117,15 @@ class JobsService:
                 else default_image(cfg, (gpu_profiles or visible)[0])
             )
             image = {"slug": img.slug, "display_name": img.display_name}
+        slugs = dict.fromkeys(s for p in visible for s in p.images if s in cfg.images)
+        images = [
+            {
+                "slug": slug,
+                "display_name": cfg.images[slug].display_name,
+                "frameworks": await self.backend.frameworks(cfg.images[slug]),
+            }
+            for slug in slugs
+        ]
         return {
             "frameworks": list(FRAMEWORKS),
             "gpu_types": [
@@ -133,5 +143,6 @@ class JobsService:
             # 0 = CPU workers (gloo), always allowed by the policy
             "gpu_counts": [0, *sorted({n for p in gpu_profiles if p.gpu for n in p.gpu.counts})],
             "image": image,
+            "images": images,
             **self.backend.options_extra(),
         }

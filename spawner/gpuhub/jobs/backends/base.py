@@ -19,7 +19,7 @@ from traitlets.config import LoggingConfigurable
 from traitlets.traitlets import MetaHasTraits
 
 from ...ledger import Ledger
-from ...model import GpuhubConfig
+from ...model import GpuhubConfig, ImageSpec
 from ..policy import JobSpec
 from ..records import Job
 
@@ -58,6 +58,16 @@ class JobBackend(LoggingConfigurable, metaclass=_Meta):
         """``{gpu_type: (total, free)}``; ``free`` is ``None`` where a scheduler queues."""
 
     # -- jobs ----------------------------------------------------------------------------
+    async def preflight(self, spec: JobSpec) -> None:  # noqa: B027 - optional hook
+        """Called before :meth:`submit`: refuse (:class:`~gpuhub.errors.OptionError`) a
+        valid request this backend cannot run, before anything is reserved or created
+        (e.g. the image's environment lacks the framework).  Accepts all by default."""
+
+    async def frameworks(self, image: ImageSpec) -> tuple[str, ...] | None:
+        """The frameworks jobs in ``image`` can run, for ``GET api/options``; ``None``
+        where the backend cannot tell before running (the default)."""
+        return None
+
     @abstractmethod
     async def submit(self, spec: JobSpec, groups: Iterable[str]) -> Job:
         """Charge ``spec`` to the ledger and start it.

@@ -29,6 +29,7 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,10 @@ from ...cgroups import join
 from ...errors import OptionError
 from ...ledger import Ledger
 from ...localstate import alive, decode, encode, process_start
-from ...model import Allocation
+from ...model import Allocation, ImageSpec
 from ...spawners.local import LocalBackend, device_env, local_backend, unit_limits
-from ..policy import JobSpec
+from ..envcheck import FrameworkCheck, env_python
+from ..policy import JobSpec, check_cpu_workers
 from ..records import Job, utcnow
 from .base import JobBackend
 
@@ -364,6 +366,7 @@ class LocalJobBackend(JobBackend):
 
     # -- jobs ------------------------------------------------------------------------------
     async def submit(self, spec: JobSpec, groups: Iterable[str]) -> Job:
+        check_cpu_workers(spec, self._jobs(), self.max_cpu_workers_per_user)
         ledger = self.ledger
         alloc = ledger.reserve(spec.key, spec.ledger_request(), groups, kind="job")
         job = Job.from_spec(spec, group=alloc.group if alloc else spec.group)
@@ -506,6 +509,34 @@ class LocalJobBackend(JobBackend):
                     os.killpg(e.pid, sig)
                 else:
                     os.kill(e.pid, sig)
+
+    # -- the job's environment (gpuhub.jobs.envcheck) ----------------------------------------
+    @cached_property
+    def envs(self) -> FrameworkCheck:
+        """Which interpreter has which framework (cached probes)."""
+        return FrameworkCheck()
+
+    async def preflight(self, spec: JobSpec) -> None:
+        await self.envs.require(spec.image, self._python_for(spec), spec.framework)
+
+    async def frameworks(self, image: ImageSpec) -> tuple[str, ...] | None:
+        facts = await self.envs.facts(env_python(image, self.python))
+        return facts.frameworks()
+
+    # -- CPU workers (gpuhub.jobs.policy.check_cpu_workers) ---------------------------------
+    max_cpu_workers_per_user = Integer(
+        4,
+        min=0,
+        config=True,
+        help="""The most CPU worker processes (workers of jobs without GPUs) one user may
+        run at a time, across all their running jobs.  A job over it is refused.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    def _jobs(self) -> list[Job]:
+        return [e.job for e in self._entries.values()]
 
 
 def _free_port() -> int:
