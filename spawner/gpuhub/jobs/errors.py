@@ -42,3 +42,9 @@ class NotAllowed(GpuhubError):
     """The token is valid but may not use this service (403)."""
 
     status = 403
+
+
+class HubUnavailable(GpuhubError):
+    """The hub did not answer (it is restarting): nothing was done; try again (503)."""
+
+    status = 503

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from ..model import GpuhubConfig
 from ..profiles import chargeable_groups, default_image, visible_profiles
 from .backends.base import JobBackend
-from .errors import NotAllowed, NotAuthenticated
+from .errors import HubUnavailable, NotAllowed, NotAuthenticated
 from .policy import FRAMEWORKS
 
 _TOKEN = re.compile(r"(?:token|bearer)\s+(\S+)", re.IGNORECASE)
@@ -54,7 +55,14 @@ class JobsService:
             raise NotAuthenticated(
                 "send a hub token: 'Authorization: token <token>' (see docs/jobs-api.md)"
             )
-        model = await self.hub_auth.user_for_token(m.group(1), sync=False)
+        try:
+            model = await self.hub_auth.user_for_token(m.group(1), sync=False)
+        except web.HTTPError as e:
+            if e.status_code < 500:
+                raise
+            raise HubUnavailable(
+                "the hub is not answering (restarting?); nothing was done, try again"
+            ) from e
         if not model:
             raise NotAuthenticated("the hub does not accept this token")
         if model.get("kind", "user") != "user":
@@ -80,7 +88,15 @@ class JobsService:
                 url, headers={"Authorization": f"token {self.hub_auth.api_token}"}
             )
         except HTTPClientError as e:
+            if e.code >= 500 or e.code == 599:
+                raise HubUnavailable(
+                    "the hub is not answering (restarting?); nothing was done, try again"
+                ) from e
             raise NotAllowed(f"the hub refused to describe user {name!r} ({e.code})") from e
+        except OSError as e:
+            raise HubUnavailable(
+                "the hub is not answering (restarting?); nothing was done, try again"
+            ) from e
         data: dict[str, Any] = json.loads(r.body)
         return data
 
