@@ -55,12 +55,13 @@ def test_vscode_jupyterhub_extension_flow(hub: Hub):
     # 1. base-URL detection, no auth
     assert "version" in requests.get(f"{hub.api}", timeout=10).json()
     # 2. the password tried as a token fails; then a token from username + password
-    r = requests.get(f"{hub.api}/users/alice", headers=auth(hub.password), timeout=10)
+    password = hub.user_password("alice")
+    r = requests.get(f"{hub.api}/users/alice", headers=auth(password), timeout=10)
     assert r.status_code == 403
     r = requests.post(
         f"{hub.api}/users/alice/tokens",
         timeout=10,
-        json={"auth": {"username": "alice", "password": hub.password}, "note": "VS Code"},
+        json={"auth": {"username": "alice", "password": password}, "note": "VS Code"},
     )
     assert r.status_code in (200, 201), r.text
     token, token_id = r.json()["token"], r.json()["id"]
