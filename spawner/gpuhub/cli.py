@@ -163,7 +163,13 @@ def _set_password(path: Path, user: str) -> int:
             f"{name!r} is not listed in {path} (groups or auth.admin_users), so it cannot "
             "log in. Fix: add the name to a group under groups, then run this again"
         )
-    data = _data_dir_with_state(path, "hold passwords")
+    data = resolve_data_dir(path)
+    if not data.is_dir():
+        raise CommandError(
+            f"the data directory {data} does not exist (looked at: {where_we_looked(path)}). "
+            "Fix: start the hub once (scripts/start-hub), or set GPUHUB_DATA to its data "
+            "directory"
+        )
     store = PasswordStore(data / PASSWORD_DB)
     try:
         store.set(name, _read_password(name))

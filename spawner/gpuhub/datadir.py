@@ -8,14 +8,13 @@ import os
 from pathlib import Path
 
 DATA_ENV = "GPUHUB_DATA"
-STATE_MARKERS = ("state", "jupyterhub.sqlite")
-"""Entries only a hub that ran with this data directory leaves behind (the GPU ledger
-directory and the hub database)."""
-
 PID_FILE = "jupyterhub.pid"
 STATUS_FILE = "config-status.json"
 PASSWORD_DB = "passwords.dbm"
 ADMIN_PASSWORD_FILE = "admin-password"
+STATE_MARKERS = ("state", "jupyterhub.sqlite", ADMIN_PASSWORD_FILE)
+"""Entries only gpuhub writes into its data directory (the GPU ledger directory, the hub
+database, the admin password written at the first start)."""
 
 
 def default_data_dir() -> Path:

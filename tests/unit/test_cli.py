@@ -82,8 +82,11 @@ def test_reload_refuses_a_hub_without_the_reload_handler(home: Path, cfg_file: P
 
 
 def test_set_password(home: Path, cfg_file: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("carols-first-pw\n"))
+    assert main(["set-password", str(cfg_file), "carol"]) == 1
+    assert "does not exist" in capsys.readouterr().err  # no data dir yet: nothing written
     data = cfg_file.parent
-    (data / "jupyterhub.sqlite").touch()
+    (data / "admin-password").write_text("generated\n")  # as the first start writes it
     monkeypatch.setattr("sys.stdin", io.StringIO("carols-first-pw\n"))
     assert main(["set-password", str(cfg_file), "Carol"]) == 0
     assert PasswordStore(data / "passwords.dbm").login("carol", "carols-first-pw").ok
