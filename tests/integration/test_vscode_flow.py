@@ -135,15 +135,20 @@ def test_vscode_jupyterhub_extension_flow(hub: Hub):
                 session,
             ),
         )
-        out, reply = "", None
+        # the reply (shell) and the output (iopub) travel on different channels: wait for
+        # the reply and for iopub's "idle", which the kernel sends after all the output
+        out, reply, idle = "", None, False
         deadline = time.monotonic() + 60
-        while reply is None and time.monotonic() < deadline:
+        while (reply is None or not idle) and time.monotonic() < deadline:
             channel, msg = _recv(ws)
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
-            if channel == "iopub" and msg["header"]["msg_type"] == "stream":
+            kind = msg["header"]["msg_type"]
+            if channel == "iopub" and kind == "stream":
                 out += msg["content"]["text"]
-            if channel == "shell" and msg["header"]["msg_type"] == "execute_reply":
+            if channel == "iopub" and kind == "status":
+                idle = msg["content"]["execution_state"] == "idle"
+            if channel == "shell" and kind == "execute_reply":
                 reply = msg["content"]
         assert reply is not None and reply["status"] == "ok"
         # the kernel inherits the server's GPU isolation
