@@ -96,7 +96,7 @@ class HubReloader:
         self._lock = self._lock or asyncio.Lock()
         async with self._lock:
             self.log.info("gpuhub: reloading %s", self.holder.path)
-            await asyncio.to_thread(self.holder.reload)
+            await self.holder.areload()
             changes: list[str] = []
             synced: dict[str, list[str]] = {}
             failure = None

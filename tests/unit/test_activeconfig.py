@@ -98,3 +98,35 @@ def test_invalid_file_at_start_raises(tmp_path: Path, raw: dict[str, Any]):
 def test_one_holder_per_file(cfg_file: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(cfg_file.parent)
     assert active_config(cfg_file) is active_config("gpuhub.yaml")
+
+
+async def test_with_an_event_loop_the_file_is_read_off_the_loop(cfg_file: Path, raw):
+    holder = ActiveConfig(cfg_file, interval=0)
+    old = holder.get()
+    raw["groups"]["vision"] = ["alice"]
+    write(cfg_file, raw)
+    assert holder.get() is old  # noticed: read in a worker thread, swapped in on the loop
+    pending = holder._pending
+    assert pending is not None
+    new = await pending
+    assert holder.get() is new and new.groups["vision"] == ("alice",)
+    assert await holder.areload() is new  # unchanged file: same config
+
+
+def test_jobs_service_and_backend_read_it_per_request(cfg_file: Path, raw, tmp_path: Path):
+    from gpuhub.jobs.backends.base import JobBackend
+    from gpuhub.jobs.service import JobsService
+
+    class Backend(JobBackend):
+        """Only the contract's config part; nothing runs."""
+
+        recover = submit = get = list_jobs = logs = cancel = snapshot = None  # type: ignore
+        capacity = None  # type: ignore
+
+    holder = ActiveConfig(cfg_file, interval=0)
+    backend = Backend(active=holder, data_dir=tmp_path)
+    service = JobsService(holder, backend, hub_auth=None, max_workers=8)
+    assert service.gpuhub is backend.gpuhub is holder.config
+    raw["gpu_types"]["b200"] = {"display_name": "B200", "node_label": "NVIDIA-B200"}
+    write(cfg_file, raw)
+    assert "b200" in service.gpuhub.gpu_types and "b200" in backend.gpuhub.gpu_types
