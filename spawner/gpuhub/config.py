@@ -37,6 +37,9 @@ SLUG = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?([KMGT]i?)?$"
 _DRIVER = r"^[0-9]+(\.[0-9]+){1,2}$"
+_CUDA = r"^[0-9]+\.[0-9]+$"
+_IMAGE_REF = r"^[a-z0-9][A-Za-z0-9._/:@-]*$"
+_NODE_LABEL = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
 
 _str = {"type": "string", "minLength": 1}
 _slug = {"type": "string", "pattern": SLUG}
@@ -49,10 +52,10 @@ IMAGE_SCHEMA: dict[str, Any] = {
     "required": ["display_name", "image"],
     "properties": {
         "display_name": _str,
-        "image": {"type": "string", "pattern": r"^[a-z0-9][A-Za-z0-9._/:@-]*$"},
+        "image": {"type": "string", "pattern": _IMAGE_REF},
         "framework": {"enum": ["pytorch", "tensorflow", "none"]},
         "framework_version": {"type": ["string", "null"]},
-        "cuda": {"type": ["string", "null"], "pattern": r"^[0-9]+\.[0-9]+$"},
+        "cuda": {"type": ["string", "null"], "pattern": _CUDA},
         "min_driver": {"type": ["string", "null"], "pattern": _DRIVER},
         "python": {"type": ["string", "null"]},
         "local_env": {"type": ["string", "null"], "minLength": 1},
@@ -73,10 +76,7 @@ SCHEMA: dict[str, Any] = {
                 "required": ["display_name", "node_label"],
                 "properties": {
                     "display_name": _str,
-                    "node_label": {
-                        "type": "string",
-                        "pattern": r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$",
-                    },
+                    "node_label": {"type": "string", "pattern": _NODE_LABEL},
                     "local_models": {"type": "array", "items": _str},
                     "memory_gib": {"type": "integer", "minimum": 1},
                 },
@@ -183,9 +183,34 @@ SCHEMA: dict[str, Any] = {
 _FIX_BY_VALIDATOR = {
     "additionalProperties": "remove the key or correct its spelling",
     "required": "add the missing key",
-    "pattern": "use lowercase letters, digits, '.', '_' and '-' (see docs/configuration.md)",
     "enum": "use one of the listed values",
     "type": "use a value of the stated type",
+    "minItems": "list at least one entry",
+    "minLength": "give a non-empty value",
+}
+
+_FIX_BY_PATTERN = {
+    SLUG: "use lowercase letters, digits, '.', '_' and '-', starting and ending with a "
+    "letter or digit (see docs/configuration.md)",
+    NAME: "use letters, digits, '.', '_', '@' and '-', starting with a letter or digit (no spaces)",
+    QUANTITY: "write a number and an optional unit K, M, G, T (or Ki, Mi, Gi, Ti) with no "
+    "space, e.g. 4G or 512Mi",
+    _DRIVER: "write the driver version as numbers separated by dots, e.g. 525.60.13",
+    _CUDA: 'write the CUDA version as major.minor in quotes, e.g. "12.8"',
+    _IMAGE_REF: "write an image reference such as ghcr.io/org/name:tag (starting with a "
+    "lowercase letter or digit, no spaces)",
+    _NODE_LABEL: "use letters, digits, '.', '_' and '-' (a Kubernetes label value such as "
+    "NVIDIA-A100-SXM4-80GB)",
+}
+
+_VERSION_IN_QUOTES = 'write the version in quotes, e.g. "12.8" (unquoted, YAML reads a number)'
+_FIX_FOR_NUMBER_BY_KEY = {
+    "cuda": _VERSION_IN_QUOTES,
+    "min_driver": 'write the version in quotes, e.g. "525.60.13"',
+    "python": 'write the version in quotes, e.g. "3.12" (unquoted, YAML reads 3.1 for 3.10)',
+    "framework_version": _VERSION_IN_QUOTES,
+    "memory": "write a size with its unit, e.g. 4G or 512Mi",
+    "shm": "write a size with its unit, e.g. 1G or 512Mi",
 }
 
 MatrixLoader = Callable[[Path], Mapping[str, Mapping[str, Any]]]
@@ -206,11 +231,31 @@ def validate_schema(data: Any, source: str) -> None:
     if not errors:
         return
     err = errors[0]
-    raise ConfigError(
-        key_path(source, err.absolute_path),
-        err.message,
-        _FIX_BY_VALIDATOR.get(str(err.validator)),
-    )
+    problem = err.message
+    if "propertyNames" in err.schema_path:
+        problem = f"key {problem}"
+    raise ConfigError(key_path(source, err.absolute_path), problem, schema_fix(err))
+
+
+def schema_fix(err: jsonschema.ValidationError) -> str | None:
+    """The fix for one schema violation, worded for the kind of value at that key."""
+    kind, value = str(err.validator), err.validator_value
+    if kind == "pattern":
+        return _FIX_BY_PATTERN.get(str(value), "see docs/configuration.md for the format")
+    if kind == "minimum":
+        return f"use {value} or more"
+    if kind == "exclusiveMinimum":
+        return f"use a value above {value}"
+    if kind == "maximum":
+        return f"use {value} or less"
+    key = err.absolute_path[-1] if err.absolute_path else None
+    if (
+        kind == "type"
+        and isinstance(err.instance, int | float)
+        and str(key) in _FIX_FOR_NUMBER_BY_KEY
+    ):
+        return _FIX_FOR_NUMBER_BY_KEY[str(key)]
+    return _FIX_BY_VALIDATOR.get(kind)
 
 
 def _default_matrix_loader(path: Path) -> Mapping[str, Mapping[str, Any]]:
@@ -228,7 +273,12 @@ def parse_config(
 ) -> GpuhubConfig:
     """Validate the parsed YAML and turn it into a :class:`GpuhubConfig`."""
     if data is None:
-        raise ConfigError(source, "the file is empty", "start from docs/gpuhub.example.yaml")
+        raise ConfigError(
+            source,
+            "the file is empty",
+            "write a starter config with gpuhub-config init PATH, or start from the example "
+            "in docs/configuration.md",
+        )
     validate_schema(data, source)
     gpu_types = {
         slug: GpuType(
@@ -416,18 +466,38 @@ def default_config_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV, "gpuhub.yaml"))
 
 
+def read_config_bytes(path: Path) -> bytes:
+    """The file's bytes, or :class:`ConfigError` naming the fix when it cannot be read."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            str(path), "file not found", f"create it or set {CONFIG_ENV} to the config's path"
+        ) from None
+    except OSError as e:
+        raise ConfigError(
+            str(path), f"cannot read the file ({e.strerror})", "check its permissions"
+        ) from e
+
+
+def config_from_bytes(raw: bytes, path: Path) -> GpuhubConfig:
+    """Validate and parse the YAML ``raw`` read from ``path`` (relative paths in it, such
+    as ``image_matrix``, are resolved against the file's directory)."""
+    try:
+        data = yaml.safe_load(raw.decode())
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(path), f"not UTF-8 text ({e.reason})", "save it as UTF-8") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(str(path), f"not valid YAML: {e}") from e
+    return parse_config(data, source=str(path), base_dir=path.parent)
+
+
 def load_config(path: Path | str | None = None) -> GpuhubConfig:
     """Read, validate and parse the gpuhub YAML at ``path``."""
     p = Path(path) if path is not None else default_config_path()
-    if not p.is_file():
-        raise ConfigError(
-            str(p), "file not found", f"create it or set {CONFIG_ENV} to the config's path"
-        )
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(str(p), f"not valid YAML: {e}") from e
-    return parse_config(data, source=str(p), base_dir=p.parent)
+    if p.is_dir():
+        raise ConfigError(str(p), "is a directory", "give the path of the YAML file")
+    return config_from_bytes(read_config_bytes(p), p)
 
 
 _NAME_RE = re.compile(NAME)

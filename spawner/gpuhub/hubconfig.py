@@ -1,8 +1,9 @@
 """From the validated gpuhub YAML to JupyterHub's traitlets config (TLJH style: pure
-mappings tested with ``Config()``), plus the embedded default's secrets."""
+mappings tested with ``Config()``), plus the embedded default's secrets and reload hook."""
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
@@ -13,7 +14,16 @@ from typing import Any
 
 from traitlets.config import Config
 
-from .config import load_config
+from .activeconfig import active_config
+from .config import CONFIG_ENV, load_config
+from .datadir import (
+    ADMIN_PASSWORD_FILE,
+    DATA_ENV,
+    PASSWORD_DB,
+    PID_FILE,
+    default_data_dir,
+    resolve_data_dir,
+)
 from .errors import ConfigError
 from .jobs.singleton import HUB_PID_ENV
 from .model import GpuhubConfig
@@ -27,13 +37,18 @@ JOBS_SERVICE_SCOPES = ["read:users:name", "read:users:groups", "read:servers"]
 user_options of their running server (the default image of a job).  Nothing else."""
 
 
-def apply_groups_and_users(c: Config, cfg: GpuhubConfig) -> None:
-    """Groups (``load_groups``), who may log in and who is admin."""
-    c.JupyterHub.load_groups = {g: {"users": sorted(users)} for g, users in cfg.groups.items()}
+AUTHENTICATOR = "gpuhub.auth.GpuhubAuthenticator"
+"""The embedded default's authenticator, by import path (also registered as the entry
+point ``gpuhub-firstuse``; the import path works before the package's metadata is
+reinstalled, e.g. in an editable checkout)."""
+
+
+def apply_users(c: Config, cfg: GpuhubConfig) -> None:
+    """Who exists at start and who is admin.  Who may log in and the groups are decided
+    by :class:`gpuhub.auth.GpuhubAuthenticator` from the YAML as it is at that moment."""
     members = {u for users in cfg.groups.values() for u in users}
-    c.Authenticator.admin_users = set(cfg.auth.admin_users)
-    c.Authenticator.allowed_users = members | set(cfg.auth.admin_users)
-    c.Authenticator.allow_all = cfg.auth.allow_all
+    c.GpuhubAuthenticator.admin_users = set(cfg.auth.admin_users)
+    c.GpuhubAuthenticator.allowed_users = members | set(cfg.auth.admin_users)
 
 
 def read_or_create_secret(path: Path, nbytes: int) -> tuple[str, bool]:
@@ -53,26 +68,29 @@ def embedded_config(
     config_path: Path,
     data_dir: Path,
     bind_url: str,
-    passwords: dict[str, str],
     jobs_port: int | None = None,
 ) -> Config:
-    """The whole embedded-default hub config (local processes, shared password); with
-    ``jobs_port``, the jobs service listening on that loopback port."""
+    """The whole embedded-default hub config (local processes, per-user passwords, groups
+    from the YAML); with ``jobs_port``, the jobs service listening on that loopback port."""
     c = Config()
     c.JupyterHub.bind_url = bind_url
     c.JupyterHub.spawner_class = "gpu-local"
     c.JupyterHub.db_url = f"sqlite:///{data_dir / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(data_dir / "jupyterhub_cookie_secret")
+    c.JupyterHub.pid_file = str(data_dir / PID_FILE)
+    # servers outlive the hub (a restart or an upgrade never stops anyone's work)
+    c.JupyterHub.cleanup_servers = False
     c.ConfigurableHTTPProxy.pid_file = str(data_dir / "proxy.pid")
-    c.JupyterHub.authenticator_class = "shared-password"
-    c.SharedPasswordAuthenticator.user_password = passwords["user"]
+    c.JupyterHub.authenticator_class = AUTHENTICATOR
+    c.GpuhubAuthenticator.gpuhub_config_file = str(config_path)
+    c.GpuhubAuthenticator.dbm_path = str(data_dir / PASSWORD_DB)
     if cfg.auth.admin_users:
-        c.SharedPasswordAuthenticator.admin_password = passwords["admin"]
+        c.GpuhubAuthenticator.admin_password_file = str(data_dir / ADMIN_PASSWORD_FILE)
     c.GPULocalSpawner.gpuhub_config_file = str(config_path)
     c.GPULocalSpawner.data_dir = str(data_dir)
     # the home page shows gpuhub's word about the user's server (e.g. an out-of-memory kill)
     c.JupyterHub.template_paths = [str(Path(__file__).parent / "templates" / "hub")]
-    apply_groups_and_users(c, cfg)
+    apply_users(c, cfg)
     if jobs_port is not None:
         apply_jobs_service(c, config_path, data_dir, bind_url, jobs_port)
     return c
@@ -159,29 +177,28 @@ def configure_embedded(
 
     Called from the top-level ``jupyterhub_config.py``.  An invalid YAML raises
     :class:`~gpuhub.errors.ConfigError`, so the hub refuses to start with the key path.
+    Inside the hub it also installs the ``SIGHUP`` handler of ``gpuhub-config reload``
+    (:mod:`gpuhub.hubreload`).
     """
-    from .spawners.local import default_data_dir
+    from jupyterhub.app import JupyterHub
+
+    from . import hubreload
 
     path = Path(
-        config_path or os.environ.get("GPUHUB_CONFIG") or Path(default_data_dir()) / "gpuhub.yaml"
-    )
-    data = Path(data_dir or default_data_dir())
-    cfg = load_config(path)
+        config_path
+        or os.environ.get(CONFIG_ENV)
+        or Path(os.environ.get(DATA_ENV) or default_data_dir()) / "gpuhub.yaml"
+    ).resolve()
+    data = Path(data_dir or resolve_data_dir(path)).resolve()
+    log = JupyterHub.instance().log if JupyterHub.initialized() else logging.getLogger(__name__)
+    holder = active_config(path, log)
+    cfg = holder.config
     private_data_dir(data)
-    user_pw, _ = read_or_create_secret(data / "password", 12)
-    admin_pw, _ = read_or_create_secret(data / "admin-password", 32)
+    read_or_create_secret(data / ADMIN_PASSWORD_FILE, 32)
     bind = os.environ.get(BIND_ENV, DEFAULT_BIND)
     jobs_port = int(os.environ.get(JOBS_PORT_ENV) or free_port())
-    c.merge(
-        embedded_config(
-            cfg,
-            path.resolve(),
-            data.resolve(),
-            bind,
-            {"user": user_pw, "admin": admin_pw},
-            jobs_port=jobs_port,
-        )
-    )
+    c.merge(embedded_config(cfg, path, data, bind, jobs_port=jobs_port))
+    hubreload.install(holder, data, log)
     return cfg
 
 

@@ -81,6 +81,23 @@ def _count(value: Any, allowed: tuple[int, ...]) -> int:
     return n
 
 
+def _check_profile_groups(
+    config: GpuhubConfig, slug: Any, visible: list[Profile], groups: list[str]
+) -> None:
+    """A configured profile the user's groups do not see: say which groups it is for
+    (e.g. after the user was removed from one)."""
+    profile = config.profile(slug) if isinstance(slug, str) else None
+    if profile is None or profile in visible:
+        return
+    word = "group" if len(profile.groups) == 1 else "groups"
+    raise OptionError(
+        "profile",
+        f"profile {slug!r} is not available to you (choose one of: "
+        f"{', '.join(p.slug for p in visible)}): it is for {word} {', '.join(profile.groups)} "
+        f"and your groups are {', '.join(sorted(groups)) or 'none'}",
+    )
+
+
 def validate_options(
     config: GpuhubConfig, user: str, groups: Iterable[str], raw: Mapping[str, Any] | None
 ) -> SpawnRequest:
@@ -102,6 +119,7 @@ def validate_options(
         profile = default_profile(profiles)
         assert profile is not None
     else:
+        _check_profile_groups(config, raw["profile"], profiles, groups)
         slug = _one_of("profile", raw["profile"], [p.slug for p in profiles], "profile")
         profile = next(p for p in profiles if p.slug == slug)
 

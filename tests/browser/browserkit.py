@@ -9,8 +9,9 @@ from hubproc import Hub
 
 
 def login(page: Any, hub: Hub, user: str, password: str | None = None) -> None:
-    """Log in through the hub's login page, as a person would."""
+    """Log in through the hub's login page, as a person would (with ``user``'s own test
+    password unless ``password`` is given; the first login sets it)."""
     page.goto(f"{hub.url}/hub/login")
     page.get_by_label("Username").fill(user)
-    page.get_by_label("Password").fill(password or hub.password)
+    page.get_by_label("Password").fill(password or hub.user_password(user))
     page.get_by_role("button", name="Sign in").click()

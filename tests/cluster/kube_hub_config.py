@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from gpuhub.hubconfig import apply_groups_and_users, configure_kube, read_or_create_secret
+from gpuhub.hubconfig import configure_kube, read_or_create_secret
 
 c = get_config()  # type: ignore[name-defined]  # noqa: F821
 cfg = configure_kube(c)
@@ -21,7 +21,13 @@ c.ConfigurableHTTPProxy.pid_file = str(data / "proxy.pid")
 c.JupyterHub.authenticator_class = "shared-password"
 c.SharedPasswordAuthenticator.user_password = read_or_create_secret(data / "password", 12)[0]
 c.SharedPasswordAuthenticator.admin_password = read_or_create_secret(data / "admin-password", 32)[0]
-apply_groups_and_users(c, cfg)
+# groups and users from the test YAML (on a real cluster they come from the identity provider)
+c.JupyterHub.load_groups = {g: {"users": sorted(users)} for g, users in cfg.groups.items()}
+c.Authenticator.admin_users = set(cfg.auth.admin_users)
+c.Authenticator.allowed_users = {u for users in cfg.groups.values() for u in users} | set(
+    cfg.auth.admin_users
+)
+c.Authenticator.allow_all = cfg.auth.allow_all
 
 if os.environ.get("GPUHUB_PLAIN_KUBESPAWNER") == "1":
     # Benchmark baseline: JupyterHub's own KubeSpawner with the same pod settings below

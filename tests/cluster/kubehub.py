@@ -31,6 +31,7 @@ def cluster_hub(
         data_dir,
         config,
         config_file=CONFIG_FILE,
+        shared_password=True,
         extra_env={
             "KUBECONFIG": str(kubeconfig),
             "GPUHUB_K8S_NAMESPACE": namespace,

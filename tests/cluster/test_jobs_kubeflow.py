@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
-from gpuhub.config import parse_config
+from gpuhub.activeconfig import ActiveConfig
 from gpuhub.errors import QuotaDenied
 from gpuhub.jobs.backends.kubeflow import KubeflowJobBackend
 from gpuhub.jobs.policy import validate_job
@@ -60,6 +61,13 @@ CONFIG = {
 }
 
 
+def active(tmp_path: Path) -> ActiveConfig:
+    """CONFIG as a file, followed like the jobs service follows the hub's YAML."""
+    path = tmp_path / "gpuhub.yaml"
+    path.write_text(yaml.safe_dump(CONFIG))
+    return ActiveConfig(path)
+
+
 def spec(cfg, user: str, job_id: str, workers: int):
     body = {
         "framework": "pytorch",
@@ -91,9 +99,10 @@ async def test_pytorchjob_accepted_and_counted(
         return True
 
     wait_until(served, 30, "pytorchjobs/tfjobs served")
-    cfg = parse_config(CONFIG)
+    holder = active(tmp_path)
+    cfg = holder.config
     backend = KubeflowJobBackend(
-        gpuhub=cfg,
+        active=holder,
         data_dir=tmp_path,
         namespace=namespace,
         kubeconfig=str(k8s_cluster.kubeconfig),
@@ -278,9 +287,10 @@ async def test_pytorchjob_runs_ddp_on_the_process_node(
     assert "pytorchjobs.kubeflow.org" in training_operator.crds
     core = k8s_cluster.core
     custom = client.CustomObjectsApi(k8s_cluster.api)
-    cfg = parse_config(CONFIG)
+    holder = active(tmp_path)
+    cfg = holder.config
     backend = KubeflowJobBackend(
-        gpuhub=cfg,
+        active=holder,
         data_dir=tmp_path,
         namespace=namespace,
         kubeconfig=str(hub_kubeconfig),  # the hub's ServiceAccount with the shipped RBAC

@@ -1,10 +1,16 @@
 """A real JupyterHub (with the real configurable-http-proxy) run as a subprocess for
-tests and benchmarks: free loopback ports, its own data directory, clean shutdown."""
+tests and benchmarks: free loopback ports, its own data directory, clean shutdown.
+
+The embedded default has per-user passwords (first use sets them): :meth:`Hub.token` and
+:meth:`Hub.user_password` log each user in with a test password of their own, which claims
+the account at its first use; admins use the generated ``admin-password``."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -41,6 +47,11 @@ class Hub:
     config_file: Path | None = None
     """The hub's ``-f`` file; default the repository's ``jupyterhub_config.py``.  A test's
     own file may call ``configure_embedded(c)`` and then add to ``c``."""
+    shared_password: bool = False
+    """True for a hub with JupyterHub's ``SharedPasswordAuthenticator`` (the cluster tier's
+    ``kube_hub_config.py``): one password for every user, in ``data_dir/password``."""
+    secret: str = field(default_factory=lambda: secrets.token_hex(6))
+    """Part of each user's test password (see :meth:`user_password`)."""
 
     @property
     def url(self) -> str:
@@ -60,7 +71,30 @@ class Hub:
 
     @property
     def password(self) -> str:
+        """The shared password of a ``shared_password`` hub."""
+        if not self.shared_password:
+            raise AttributeError("the embedded hub has per-user passwords: use user_password()")
         return (self.data_dir / "password").read_text().strip()
+
+    def user_password(self, user: str) -> str:
+        """``user``'s password: the admin password for the config's admins, else a test
+        password of their own (their first login with it sets it)."""
+        if self.shared_password:
+            return self.password
+        if user in self.config.get("auth", {}).get("admin_users", ()):
+            return self.admin_password
+        return f"{user}-pw-{self.secret}"
+
+    def cli(self, *args: str, stdin: str | None = None, timeout: float = 120) -> Any:
+        """Run the shipped ``gpuhub-config`` console script with this hub's environment."""
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "gpuhub-config"), *args],
+            env=self.env(),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     @property
     def admin_password(self) -> str:
@@ -78,7 +112,7 @@ class Hub:
 
     def start(self, timeout: float = 60) -> Hub:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        self.write_config(self.config)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
@@ -121,6 +155,26 @@ class Hub:
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
+    def terminate(self, timeout: float = 30) -> None:
+        """Stop the hub process gracefully (SIGTERM) and wait; with the embedded default's
+        ``cleanup_servers = False`` its servers live on."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=timeout)
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "jupyterhub.pid"
+
+    def status(self) -> dict[str, Any]:
+        """The hub's ``config-status.json`` (what ``gpuhub-config reload`` waits for)."""
+        return dict(json.loads((self.data_dir / "config-status.json").read_text()))
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Edit the hub's YAML as an admin would (the running hub is not told)."""
+        self.config = config
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
     def stop(self) -> None:
         """Stop the hub (which stops its servers and proxy), then anything it left."""
         if self.proc is not None and self.proc.poll() is None:
@@ -162,15 +216,9 @@ class Hub:
 
     # -- API helpers -----------------------------------------------------------------
     def token(self, user: str, password: str | None = None) -> str:
-        """A token made the way VS Code makes one: username + password in the body."""
-        r = requests.post(
-            f"{self.api}/users/{user}/tokens",
-            json={
-                "auth": {"username": user, "password": password or self.password},
-                "note": "test",
-            },
-            timeout=10,
-        )
+        """A token made the way VS Code makes one: username + password in the body
+        (``user``'s own test password unless ``password`` is given)."""
+        r = self.token_response(user, password or self.user_password(user))
         r.raise_for_status()
         return str(r.json()["token"])
 
@@ -182,7 +230,7 @@ class Hub:
             f"{self.url}/hub/login?next=",
             data={
                 "username": user,
-                "password": password or self.password,
+                "password": password or self.user_password(user),
                 "_xsrf": s.cookies.get("_xsrf", ""),
             },
             timeout=10,
@@ -191,6 +239,14 @@ class Hub:
         r.raise_for_status()
         assert r.status_code == 302, r.text
         return s
+
+    def token_response(self, user: str, password: str, as_user: str | None = None) -> Any:
+        """``POST /users/{user}/tokens`` authenticated as ``as_user`` (default ``user``)."""
+        return requests.post(
+            f"{self.api}/users/{user}/tokens",
+            json={"auth": {"username": as_user or user, "password": password}, "note": "test"},
+            timeout=30,
+        )
 
     def admin_token(self) -> str:
         return self.token("admin", self.admin_password)

@@ -33,7 +33,7 @@ def login(hub: Hub, user: str, password: str | None = None) -> requests.Session:
         allow_redirects=False,
         data={
             "username": user,
-            "password": password or hub.password,
+            "password": password or hub.user_password(user),
             "_xsrf": s.cookies.get("_xsrf", ""),
         },
     )
@@ -98,7 +98,11 @@ def test_form_lists_only_the_users_profiles(hub: Hub):
     s.get(f"{hub.url}/hub/login", timeout=10)
     r = s.post(
         f"{hub.url}/hub/login",
-        data={"username": "zed", "password": hub.password, "_xsrf": s.cookies.get("_xsrf", "")},
+        data={
+            "username": "zed",
+            "password": hub.user_password("zed"),
+            "_xsrf": s.cookies.get("_xsrf", ""),
+        },
         timeout=10,
     )
     assert r.status_code == 403

@@ -55,12 +55,13 @@ def test_vscode_jupyterhub_extension_flow(hub: Hub):
     # 1. base-URL detection, no auth
     assert "version" in requests.get(f"{hub.api}", timeout=10).json()
     # 2. the password tried as a token fails; then a token from username + password
-    r = requests.get(f"{hub.api}/users/alice", headers=auth(hub.password), timeout=10)
+    password = hub.user_password("alice")
+    r = requests.get(f"{hub.api}/users/alice", headers=auth(password), timeout=10)
     assert r.status_code == 403
     r = requests.post(
         f"{hub.api}/users/alice/tokens",
         timeout=10,
-        json={"auth": {"username": "alice", "password": hub.password}, "note": "VS Code"},
+        json={"auth": {"username": "alice", "password": password}, "note": "VS Code"},
     )
     assert r.status_code in (200, 201), r.text
     token, token_id = r.json()["token"], r.json()["id"]
@@ -134,15 +135,20 @@ def test_vscode_jupyterhub_extension_flow(hub: Hub):
                 session,
             ),
         )
-        out, reply = "", None
+        # the reply (shell) and the output (iopub) travel on different channels: wait for
+        # the reply and for iopub's "idle", which the kernel sends after all the output
+        out, reply, idle = "", None, False
         deadline = time.monotonic() + 60
-        while reply is None and time.monotonic() < deadline:
+        while (reply is None or not idle) and time.monotonic() < deadline:
             channel, msg = _recv(ws)
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
-            if channel == "iopub" and msg["header"]["msg_type"] == "stream":
+            kind = msg["header"]["msg_type"]
+            if channel == "iopub" and kind == "stream":
                 out += msg["content"]["text"]
-            if channel == "shell" and msg["header"]["msg_type"] == "execute_reply":
+            if channel == "iopub" and kind == "status":
+                idle = msg["content"]["execution_state"] == "idle"
+            if channel == "shell" and kind == "execute_reply":
                 reply = msg["content"]
         assert reply is not None and reply["status"] == "ok"
         # the kernel inherits the server's GPU isolation

@@ -100,3 +100,98 @@ def test_empty_and_missing_file(tmp_path: Path):
     empty.write_text("profiles: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(empty)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "where", "fix", "not_fix"),
+    [
+        # a size typo used to get the slug hint ("use lowercase letters, ...")
+        (
+            lambda r: r["profiles"][0].update(memory="4 GB"),
+            "profiles[0].memory",
+            "Fix: write a number and an optional unit K, M, G, T",
+            "lowercase",
+        ),
+        (
+            lambda r: r["profiles"][0].update(shm=1),
+            "profiles[0].shm",
+            "Fix: write a size with its unit",
+            "stated type",
+        ),
+        # user names may have capitals and '@': the slug hint was wrong for them
+        (
+            lambda r: r["groups"]["vision"].append("bob smith"),
+            "groups.vision[2]",
+            "Fix: use letters, digits, '.', '_', '@' and '-'",
+            "lowercase",
+        ),
+        (
+            lambda r: r["groups"].update({"ml team": ["bob"]}),
+            "gpuhub.yaml: groups: key 'ml team'",
+            "'@'",
+            "lowercase",
+        ),
+        (
+            lambda r: r["images"]["torch"].update(cuda=12.8),
+            "images.torch.cuda",
+            'Fix: write the version in quotes, e.g. "12.8"',
+            "stated type",
+        ),
+        (
+            lambda r: r["images"]["torch"].update(cuda="12"),
+            "images.torch.cuda",
+            "major.minor",
+            "lowercase",
+        ),
+        (
+            lambda r: r["images"]["torch"].update(min_driver="r525"),
+            "images.torch.min_driver",
+            "e.g. 525.60.13",
+            "lowercase",
+        ),
+        (
+            lambda r: r["images"]["torch"].update(image="ghcr.io/x/torch 2"),
+            "images.torch.image",
+            "image reference",
+            "'.', '_' and '-' (see",
+        ),
+        (
+            lambda r: r["gpu_types"]["a100"].update(node_label="NVIDIA A100"),
+            "gpu_types.a100.node_label",
+            "Kubernetes label value",
+            "lowercase",
+        ),
+        (
+            lambda r: r["gpu_types"].update({"A10": {"display_name": "A10", "node_label": "A10"}}),
+            "gpuhub.yaml: gpu_types: key 'A10'",
+            "use lowercase letters",
+            "'@'",
+        ),
+        (
+            lambda r: r["profiles"][0].update(cpu=0),
+            "profiles[0].cpu",
+            "Fix: use a value above 0",
+            "stated type",
+        ),
+        (
+            lambda r: r["profiles"][0].update(images=[]),
+            "profiles[0].images",
+            "Fix: list at least one entry",
+            "stated type",
+        ),
+    ],
+)
+def test_fix_hint_fits_the_key(raw, mutate, where, fix, not_fix):
+    mutate(raw)
+    msg = _err(raw)
+    assert where in msg and fix in msg, msg
+    assert not_fix not in msg, msg
+
+
+def test_empty_file_hint_points_at_something_that_exists(tmp_path: Path):
+    empty = tmp_path / "gpuhub.yaml"
+    empty.write_text("")
+    with pytest.raises(ConfigError) as e:
+        load_config(empty)
+    assert "gpuhub-config init" in str(e.value)
+    assert "gpuhub.example.yaml" not in str(e.value)

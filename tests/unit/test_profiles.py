@@ -97,3 +97,14 @@ def test_chargeable_groups_in_quota_order(config):
     gpu = config.profile("gpu")
     assert chargeable_groups(config, ["nlp", "vision", "other"], gpu) == ["vision", "nlp"]
     assert chargeable_groups(config, ["admins"], config.profile("secret")) == []
+
+
+def test_profile_of_other_groups_names_the_groups(config):
+    # e.g. after bob was removed from vision in the YAML: the answer says why
+    with pytest.raises(OptionError) as e:
+        validate_options(config, "bob", [], {"profile": "gpu"})
+    assert e.value.field == "profile"
+    assert str(e.value) == (
+        "profile: profile 'gpu' is not available to you (choose one of: cpu): it is for "
+        "groups vision, nlp and your groups are none"
+    )

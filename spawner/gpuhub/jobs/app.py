@@ -16,7 +16,8 @@ from tornado.httpserver import HTTPServer
 from traitlets import Float, Integer, Type, Unicode, default
 from traitlets.config import Application
 
-from ..config import CONFIG_ENV, load_config
+from ..activeconfig import active_config
+from ..config import CONFIG_ENV
 from .backends.base import JobBackend
 from .errors import JobNotFound
 from .handlers import BaseHandler, routes
@@ -165,10 +166,11 @@ class JobsApp(Application):
     def make_app(self) -> tuple[web.Application, JobsService]:
         from jupyterhub.services.auth import HubOAuth
 
-        gpuhub = load_config(self.gpuhub_config_file)
-        backend = self.backend_class(parent=self, gpuhub=gpuhub, data_dir=Path(self.data_dir))
+        # the same file the hub reads, followed the same way (re-read when it changes)
+        active = active_config(self.gpuhub_config_file, self.log)
+        backend = self.backend_class(parent=self, active=active, data_dir=Path(self.data_dir))
         hub_auth = HubOAuth(cache_max_age=self.auth_cache_max_age, parent=self)
-        service = JobsService(gpuhub, backend, hub_auth, self.max_workers)
+        service = JobsService(active, backend, hub_auth, self.max_workers)
         app = web.Application(
             routes(self.service_prefix),  # type: ignore[arg-type]
             gpuhub_jobs=service,

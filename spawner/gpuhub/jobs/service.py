@@ -12,6 +12,7 @@ from urllib.parse import quote
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
+from ..activeconfig import ActiveConfig
 from ..model import GpuhubConfig
 from ..profiles import chargeable_groups, default_image, visible_profiles
 from .backends.base import JobBackend
@@ -32,19 +33,25 @@ class Caller:
 
 
 class JobsService:
-    """The service's state: ``hub_auth`` is a :class:`jupyterhub.services.auth.HubOAuth`."""
+    """The service's state: ``active`` the gpuhub config (re-read when the file changes),
+    ``hub_auth`` a :class:`jupyterhub.services.auth.HubOAuth`."""
 
     def __init__(
         self,
-        gpuhub: GpuhubConfig,
+        active: ActiveConfig,
         backend: JobBackend,
         hub_auth: Any,
         max_workers: int,
     ) -> None:
-        self.gpuhub = gpuhub
+        self.active = active
         self.backend = backend
         self.hub_auth = hub_auth
         self.max_workers = max_workers
+
+    @property
+    def gpuhub(self) -> GpuhubConfig:
+        """The config as the file says now (each request sees the current quotas)."""
+        return self.active.get()
 
     async def authenticate(self, header: str) -> Caller:
         """Identify the caller by the hub token in ``Authorization``; then read the user's

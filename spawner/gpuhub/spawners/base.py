@@ -1,4 +1,4 @@
-"""What every gpuhub spawner shares: loading the config, validating ``user_options``,
+"""What every gpuhub spawner shares: the active config, validating ``user_options``,
 reserving GPUs in the ledger before the first ``await`` of ``start()``, the spawn form.
 
 A concrete spawner mixes :class:`GpuhubSpawnerMixin` into a JupyterHub spawner and
@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
 from typing import Any, Protocol
 
 from tornado import web
 from traitlets import HasTraits, Unicode, default
 
+from ..activeconfig import active_config
 from ..availability import availability
-from ..config import CONFIG_ENV, load_config
+from ..config import CONFIG_ENV
 from ..errors import OptionError, QuotaDenied
 from ..form import options_from_form, render_form
 from ..ledger import Ledger
@@ -42,12 +42,6 @@ class LedgerBackend(Protocol):
     def release(self, key: str) -> None: ...
 
     def snapshot(self) -> Ledger: ...
-
-
-@lru_cache(maxsize=8)
-def cached_config(path: str, mtime: float) -> GpuhubConfig:
-    """The parsed config, re-read only when the file changes."""
-    return load_config(path)
 
 
 class GpuhubSpawnerMixin(HasTraits):
@@ -96,8 +90,9 @@ class GpuhubSpawnerMixin(HasTraits):
     # -- shared ------------------------------------------------------------------------
     @property
     def gpuhub(self) -> GpuhubConfig:
-        path = self.gpuhub_config_file
-        return cached_config(path, os.stat(path).st_mtime)
+        """The config as the file says now (:mod:`gpuhub.activeconfig`): quota and profile
+        changes apply at the next spawn, running servers are not touched."""
+        return active_config(self.gpuhub_config_file, self.log).get()  # type: ignore[attr-defined]
 
     @property
     def gpuhub_groups(self) -> list[str]:

@@ -30,6 +30,8 @@ from traitlets import Integer, Unicode, default
 
 from ..accounts import DEFAULT_PREFIX, Account, account_name, ensure_account
 from ..cgroups import Limits, join
+from ..config import CONFIG_ENV
+from ..datadir import resolve_data_dir
 from ..inventory import Inventory, discover
 from ..ledger import Device, Ledger
 from ..localstate import LocalLedgerStore, Unit
@@ -37,22 +39,14 @@ from ..model import Allocation, GpuhubConfig, Kind, Profile, SpawnRequest
 from ..sizes import human, to_bytes
 from .base import GpuhubSpawnerMixin
 
-DATA_ENV = "GPUHUB_DATA"
-
 _stores: dict[str, LocalLedgerStore] = {}
 _inventories: dict[Any, Inventory] = {}
 _swept: set[str] = set()
 
 
 def default_data_dir() -> str:
-    """``$GPUHUB_DATA``, else ``/var/lib/gpuhub`` for root (users' accounts must pass
-    through it to their homes, which they cannot under ``/root``), else
-    ``~/.local/share/gpuhub``."""
-    if os.environ.get(DATA_ENV):
-        return os.environ[DATA_ENV]
-    if os.geteuid() == 0:
-        return "/var/lib/gpuhub"
-    return str(Path.home() / ".local" / "share" / "gpuhub")
+    """The data directory as the hub finds it (:func:`gpuhub.datadir.resolve_data_dir`)."""
+    return str(resolve_data_dir(os.environ.get(CONFIG_ENV)))
 
 
 def local_store(data_dir: str) -> LocalLedgerStore:

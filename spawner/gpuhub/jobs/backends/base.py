@@ -18,6 +18,7 @@ from traitlets import Instance
 from traitlets.config import LoggingConfigurable
 from traitlets.traitlets import MetaHasTraits
 
+from ...activeconfig import ActiveConfig
 from ...ledger import Ledger
 from ...model import GpuhubConfig, ImageSpec
 from ..policy import JobSpec
@@ -31,12 +32,18 @@ class _Meta(MetaHasTraits, ABCMeta):
 class JobBackend(LoggingConfigurable, metaclass=_Meta):
     """Runs validated jobs and reports on them.
 
-    Constructed once by the service with ``config`` (the validated gpuhub YAML) and
-    ``data_dir`` (``$GPUHUB_DATA``); traitlets config reaches it through ``parent``.
+    Constructed once by the service with ``active`` (the gpuhub YAML, followed as it
+    changes) and ``data_dir`` (``$GPUHUB_DATA``); traitlets config reaches it through
+    ``parent``.
     """
 
-    gpuhub = Instance(GpuhubConfig, help="The validated gpuhub configuration.")
+    active = Instance(ActiveConfig, help="The gpuhub configuration, re-read when it changes.")
     data_dir = Instance(Path, help="gpuhub's data directory ($GPUHUB_DATA).")
+
+    @property
+    def gpuhub(self) -> GpuhubConfig:
+        """The config as the file says now: read it per request, never keep it."""
+        return self.active.get()
 
     # -- life cycle ----------------------------------------------------------------------
     @abstractmethod
