@@ -12,6 +12,7 @@ Prints each round, the medians and the ratio gpuhub/plain (target ≤ 1.05).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -44,6 +45,7 @@ def main() -> None:
     ap.add_argument("--profile", default="gpu", help="gpuhub profile to spawn (gpu or cpu)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o711)  # users' accounts pass through to their homes
         gpuhub = Hub(Path(tmp) / "gpuhub", CONFIG)
         plain = Hub(
             Path(tmp) / "plain",

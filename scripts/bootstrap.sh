@@ -95,3 +95,20 @@ gpuhub_torch() {
   site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
   echo "$dir" > "$site/gpuhub-torch.pth"
 }
+
+# gpuhub_lab_extension: the JupyterLab extension (extensions/gpuhub-lab) built and installed
+# into the active venv, again only when its sources change.
+gpuhub_lab_extension() {
+  local key marker
+  key="$(cd "$GPUHUB_ROOT/extensions/gpuhub-lab" &&
+    find . -path ./node_modules -prune -o -path ./lib -prune -o -path ./gpuhub_lab/labextension -prune \
+      -o -type f \( -name '*.ts' -o -name '*.tsx' -o -name '*.py' -o -name '*.json' -o -name '*.css' -o -name '*.toml' \) -print0 |
+    sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)"
+  marker="$VIRTUAL_ENV/.gpuhub-lab-$key"
+  if [ ! -f "$marker" ]; then
+    _gpuhub_log "building and installing the JupyterLab extension (when its sources change)"
+    python -m pip install -q --no-build-isolation "$GPUHUB_ROOT/extensions/gpuhub-lab"
+    rm -f "$VIRTUAL_ENV"/.gpuhub-lab-*
+    touch "$marker"
+  fi
+}

@@ -229,7 +229,7 @@ def join(files: Iterable[str]) -> None:
             fh.write(me)
 
 
-def _probe_v1(state_dir: Path) -> CgroupV1 | None:
+def _probe_v1(state_dir: Path, create: bool = True) -> CgroupV1 | None:
     try:
         mounts = v1_mounts(Path("/proc/self/mountinfo").read_text())
         own = own_v1_cgroups(Path("/proc/self/cgroup").read_text())
@@ -239,12 +239,23 @@ def _probe_v1(state_dir: Path) -> CgroupV1 | None:
         return None
     tag = "gpuhub-" + re.sub(r"[^A-Za-z0-9]", "_", str(state_dir.resolve()))[-80:]
     bases = {c: str(Path(mounts[c] + own[c]) / tag) for c in V1_CONTROLLERS}
+    if not create:
+        writable = all(os.access(Path(p).parent, os.W_OK) for p in bases.values())
+        return CgroupV1(bases) if writable else None
     try:
         for p in bases.values():
             Path(p).mkdir(parents=True, exist_ok=True)
     except OSError:
         return None
     return CgroupV1(bases)
+
+
+def probe_fence(state_dir: Path) -> Fence:
+    """The fence :func:`open_fence` would use for ``state_dir``, without recording it."""
+    record = state_dir / "cgroups.json"
+    if record.exists():
+        return open_fence(state_dir)
+    return (_probe_v1(state_dir, create=False) if os.geteuid() == 0 else None) or NoFence()
 
 
 def open_fence(state_dir: Path) -> Fence:

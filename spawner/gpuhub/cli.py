@@ -306,6 +306,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def isolation_status(data: Path) -> str:
+    """How the embedded default isolates servers and jobs on this host, in one line."""
+    from .cgroups import probe_fence
+
+    fence = probe_fence(data / "state")
+    accounts = (
+        "as per-user system accounts" if os.geteuid() == 0 else "as the hub's own user (not root)"
+    )
+    gpus = "GPUs fenced per server" if fence.fences_devices else "GPU assignment is advisory"
+    return f"embedded default: servers and jobs run {accounts}, in {fence.mechanism}; {gpus}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -321,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             return _set_password(args.path, args.user)
         cfg = load_config(args.path)
         print(f"{args.path}: ok ({len(cfg.profiles)} profiles, {len(cfg.images)} images)")
+        print(isolation_status(resolve_data_dir(args.path)))
         return 0
     except (ConfigError, CommandError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -163,6 +163,26 @@ def private_data_dir(data: Path) -> None:
     db.chmod(0o600)
 
 
+def announce_isolation(c: Config, data: Path, log: Any) -> None:
+    """Say at start-up how servers and jobs are isolated; where GPUs cannot be fenced,
+    warn in the log and on admins' home page that GPU assignment is advisory."""
+    from .cgroups import open_fence
+
+    (data / "state").mkdir(parents=True, exist_ok=True, mode=0o700)
+    fence = open_fence(data / "state")
+    accounts = "per-user system accounts" if os.geteuid() == 0 else "the hub's own user"
+    log.info("gpuhub: servers and jobs run as %s, in %s", accounts, fence.mechanism)
+    advisory = ""
+    if not fence.fences_devices:
+        advisory = (
+            f"GPU assignment is advisory on this host ({fence.mechanism}): a user's code "
+            "can open GPUs it was not given. Run the hub as root on a host with cgroup v1 "
+            "device control to fence them."
+        )
+        log.warning("gpuhub: %s", advisory)
+    c.JupyterHub.template_vars = {"gpuhub_advisory": advisory}
+
+
 def free_port() -> int:
     """A free loopback TCP port (for the jobs service when none is configured)."""
     with socket.socket() as s:
@@ -198,6 +218,7 @@ def configure_embedded(
     bind = os.environ.get(BIND_ENV, DEFAULT_BIND)
     jobs_port = int(os.environ.get(JOBS_PORT_ENV) or free_port())
     c.merge(embedded_config(cfg, path, data, bind, jobs_port=jobs_port))
+    announce_isolation(c, data, log)
     hubreload.install(holder, data, log)
     return cfg
 

@@ -187,6 +187,29 @@ class Hub:
         for pid in self.leftover_pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        self.remove_units()
+
+    def remove_units(self) -> None:
+        """Kill what still runs in the hub's units (servers outlive the hub by design) and
+        remove its cgroups, so a test leaves nothing behind on the machine."""
+        from gpuhub.cgroups import CgroupV1
+
+        try:
+            record = json.loads((self.data_dir / "state" / "cgroups.json").read_text())
+        except (OSError, ValueError):
+            return
+        fence = CgroupV1(record["bases"])
+        for unit in {
+            p.name
+            for base in fence.bases.values()
+            if base.is_dir()
+            for p in base.iterdir()
+            if p.is_dir()
+        }:
+            fence.kill(unit)
+        for base in fence.bases.values():
+            with contextlib.suppress(OSError):
+                base.rmdir()
 
     def leftover_pids(self) -> list[int]:
         """Processes this hub started (servers, proxy): they carry its ports in argv/env."""
