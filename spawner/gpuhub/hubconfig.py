@@ -215,6 +215,8 @@ def configure_embedded(
     cfg = holder.config
     private_data_dir(data)
     read_or_create_secret(data / ADMIN_PASSWORD_FILE, 32)
+    # the proxy outlives a hub restart only if the new hub can talk to it: keep its token
+    c.ConfigurableHTTPProxy.auth_token = read_or_create_secret(data / "proxy-auth-token", 32)[0]
     bind = os.environ.get(BIND_ENV, DEFAULT_BIND)
     jobs_port = int(os.environ.get(JOBS_PORT_ENV) or free_port())
     c.merge(embedded_config(cfg, path, data, bind, jobs_port=jobs_port))

@@ -33,7 +33,8 @@ def cfg_file(tmp_path: Path, raw: dict[str, Any]) -> Path:
 
 
 def test_data_dir_rule(home: Path, cfg_file: Path, monkeypatch: pytest.MonkeyPatch):
-    default = home / ".local" / "share" / "gpuhub"
+    # root's default is outside /root: users' accounts pass through it to their homes
+    default = Path("/var/lib/gpuhub") if os.geteuid() == 0 else home / ".local/share/gpuhub"
     assert resolve_data_dir(cfg_file) == default  # the config's folder holds no state
     (cfg_file.parent / "state").mkdir()
     assert resolve_data_dir(cfg_file) == cfg_file.parent

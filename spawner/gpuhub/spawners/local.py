@@ -249,12 +249,16 @@ class GPULocalSpawner(GpuhubSpawnerMixin, LocalProcessSpawner):
         lost track of keeps holding a GPU."""
         if self.data_dir in _swept:
             return
-        _swept.add(self.data_dir)
         from jupyterhub import orm
+        from sqlalchemy.orm import object_session
 
+        db = object_session(self.orm_spawner) if self.orm_spawner is not None else None
+        if db is None:
+            return  # not attached to the hub's database yet: sweep on a later call
+        _swept.add(self.data_dir)
         known = {
             f"server:{s.user.name}/{s.name}"
-            for s in self.db.query(orm.Spawner).filter(orm.Spawner.server_id.isnot(None))
+            for s in db.query(orm.Spawner).filter(orm.Spawner.server_id.isnot(None))
         }
         store = self._local.store
         for key, unit in store.units().items():
