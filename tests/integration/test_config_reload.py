@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -53,16 +54,17 @@ def test_reload_applies_groups_and_quotas_and_keeps_servers(hub: Hub):
     assert groups_of(hub, "u1", admin) == ["vision"]
 
     # the admin edits the YAML: vision's quota 2 -> 1, u1 moves from vision to guests,
-    # bob is removed from vision (and so from the YAML)
+    # bob is removed from vision (and so from the YAML), alice (who holds a vision GPU) too
     cfg = copy.deepcopy(hub.config)
     cfg["quotas"]["groups"]["vision"]["gpus"] = 1
-    cfg["groups"]["vision"] = [u for u in cfg["groups"]["vision"] if u not in ("u1", "bob")]
+    gone = ("u1", "bob", "alice")
+    cfg["groups"]["vision"] = [u for u in cfg["groups"]["vision"] if u not in gone]
     cfg["groups"]["guests"].append("u1")
     hub.write_config(cfg)
     r = hub.cli("reload", str(hub.config_path))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "groups.guests: +u1" in r.stdout
-    assert "groups.vision: -bob -u1" in r.stdout
+    assert "groups.vision: -alice -bob -u1" in r.stdout
     assert "quotas.groups.vision.gpus: 2 -> 1" in r.stdout
 
     # nothing running was touched: same hub, same servers, still answering
@@ -84,6 +86,11 @@ def test_reload_applies_groups_and_quotas_and_keeps_servers(hub: Hub):
     r = spawn(hub, "u0", tokens["u0"], {"profile": "gpu"})
     assert r.status_code == 403, r.text
     assert "group vision uses 1 of 1 GPUs: alice 1" in r.json()["message"]
+    # the admin sees who holds GPUs outside their groups now
+    usage = hub.cli("usage", str(hub.config_path)).stdout
+    assert re.search(r"server:alice/: alice charges vision .* \(no longer in vision\)", usage), (
+        usage
+    )
 
     # an invalid edit is refused with its key path; the hub keeps the config it has
     bad = copy.deepcopy(cfg)

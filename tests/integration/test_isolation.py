@@ -8,15 +8,13 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
 from kernelrun import Kernel
+from test_local_hub import ledger_keys
 
 from hubproc import Hub, auth, process_env
 
@@ -29,17 +27,6 @@ def spawn(hub: Hub, user: str, token: str, options: dict) -> None:
     )
     assert r.status_code in (201, 202), r.text
     hub.wait_ready(user, token)
-
-
-def usage(hub: Hub) -> dict[str, str]:
-    out = subprocess.run(
-        [sys.executable, "-m", "gpuhub.cli", "usage", str(hub.config_path)],
-        env=hub.env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return dict(re.findall(r"^\s+(\S+): (.*)$", out, re.M))
 
 
 PROBE = r"""
@@ -84,7 +71,7 @@ def test_hidden_doors_are_closed(hub: Hub, tmp_path: Path):
     bob, carol = hub.token("bob"), hub.token("carol")
     spawn(hub, "carol", carol, {"profile": "gpu", "gpu_type": "h100"})  # device 4
     spawn(hub, "bob", bob, {"profile": "gpu", "gpus": 1})  # device 0
-    before = usage(hub)
+    before = ledger_keys(hub)
     assert set(before) == {"server:bob/", "server:carol/"}, before
     admin = hub.admin_token()
     carol_pid = hub.server_pid("carol", admin)
@@ -126,7 +113,7 @@ def test_hidden_doors_are_closed(hub: Hub, tmp_path: Path):
         assert res["open nvidia0"] == ENXIO, res  # bob's own GPU: allowed (no driver here)
         assert res["open nvidia1"] == EPERM and res["open nvidia4"] == EPERM, res  # fenced
         # the forged marker changed nothing: usage is what the hub started
-        assert usage(hub) == before
+        assert ledger_keys(hub) == before
         assert not (hub.data_dir / "users" / "carol" / "planted.txt").exists()
         # carol's server still runs, and her token still works only for her
         assert requests.get(f"{hub.url}/user/carol/api/status", headers=auth(carol), timeout=10).ok
@@ -138,7 +125,7 @@ def test_hidden_doors_are_closed(hub: Hub, tmp_path: Path):
     hub.stop_server("bob", bob)
     leftovers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _uid(p) == res["uid"]]
     assert leftovers == []
-    assert set(usage(hub)) == {"server:carol/"}
+    assert set(ledger_keys(hub)) == {"server:carol/"}
 
 
 def _uid(p: Path) -> int | None:

@@ -52,7 +52,7 @@ def ledger_keys(hub: Hub) -> dict[str, tuple[int, ...]]:
     ).stdout
     return {
         m[0]: tuple(int(x) for x in m[1].split(",") if x.strip())
-        for m in re.findall(r"^\s+(\S+): .*\[([0-9, ]*)\]$", out, re.M)
+        for m in re.findall(r"^\s+(\S+): .*\[([0-9, ]*)\](?: \(no longer in \S+\))?$", out, re.M)
     }
 
 
