@@ -279,11 +279,32 @@ class GPULocalSpawner(GpuhubSpawnerMixin, LocalProcessSpawner):
             await asyncio.to_thread(store.note_url, key, url)
             result = await super().start()
             await asyncio.to_thread(store.started, key, self.pid, url)
+            await self._listening()
             return result
         except BaseException:
             await asyncio.to_thread(store.release, key)
             self._gpuhub_alloc = None
             raise
+
+    async def _listening(self) -> None:
+        """Return once the server accepts connections (polled every 50 ms), so the hub's
+        own check, whose retries back off with random jitter, finds it at its first try;
+        a server that exits first is reported with its exit code."""
+        host = self.ip or "127.0.0.1"
+        while True:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"the server exited with code {self.proc.returncode} before it answered"
+                    " (see the hub's log for its output)"
+                )
+            try:
+                _reader, writer = await asyncio.open_connection(host, self.port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return
 
     def _prepare(self, request: SpawnRequest) -> None:
         """Account, home and unit (blocking: runs in a thread)."""
