@@ -19,7 +19,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,6 @@ class Unit:
     started: bool = False
     pid: int | None = None
     url: str | None = None
-    limits: dict[str, Any] = field(default_factory=dict)
     oom_seen: int = 0
 
     @property
@@ -84,9 +83,12 @@ class Unit:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Unit:
-        d = dict(d)
+        d = {k: v for k, v in d.items() if k in _UNIT_FIELDS}
         d["alloc"] = decode(d["alloc"]) if d.get("alloc") else None
         return cls(**d)
+
+
+_UNIT_FIELDS = {f.name for f in fields(Unit)}
 
 
 def is_live(unit: Unit, pids: set[int]) -> bool:
