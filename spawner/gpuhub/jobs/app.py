@@ -4,6 +4,7 @@ service in the embedded default; see :func:`gpuhub.hubconfig.embedded_config`)."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -193,6 +194,9 @@ class JobsApp(Application):
         await stop.wait()
         self.log.info("gpuhub-jobs stopping (running jobs keep running)")
         server.stop()
+        with contextlib.suppress(TimeoutError):  # let requests in flight (a cancel) finish
+            async with asyncio.timeout(3):
+                await service.drained()
         await service.backend.shutdown()
 
     def start(self) -> None:

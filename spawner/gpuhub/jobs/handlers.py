@@ -21,6 +21,7 @@ class BaseHandler(web.RequestHandler):
     answers every error as ``{"status", "field", "message"}``."""
 
     caller: Caller
+    _counted: bool = False
 
     @property
     def service(self) -> JobsService:
@@ -31,7 +32,16 @@ class BaseHandler(web.RequestHandler):
         """Token-authenticated API: no cookies are accepted, so no XSRF check."""
 
     async def prepare(self) -> None:
+        self.service.begin()
+        self._counted = True
         self.caller = await self.service.authenticate(self.request.headers.get("Authorization", ""))
+
+    def on_finish(self) -> None:
+        if getattr(self, "_counted", False):
+            self.service.end()
+            self._counted = False
+
+    on_connection_close = on_finish
 
     def write_json(self, data: Any, status: int = 200) -> None:
         self.set_status(status)

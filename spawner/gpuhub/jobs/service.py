@@ -3,6 +3,7 @@ the live numbers of ``GET api/options``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ class JobsService:
     ) -> None:
         self.active = active
         self.backend = backend
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.hub_auth = hub_auth
         self.max_workers = max_workers
 
@@ -52,6 +56,20 @@ class JobsService:
     def gpuhub(self) -> GpuhubConfig:
         """The config as the file says now (each request sees the current quotas)."""
         return self.active.get()
+
+    # -- requests in flight (so a stopping service answers what it started) -------------
+    def begin(self) -> None:
+        self.in_flight += 1
+        self._idle.clear()
+
+    def end(self) -> None:
+        self.in_flight -= 1
+        if not self.in_flight:
+            self._idle.set()
+
+    async def drained(self) -> None:
+        """Until no request is being handled."""
+        await self._idle.wait()
 
     async def authenticate(self, header: str) -> Caller:
         """Identify the caller by the hub token in ``Authorization``; then read the user's
