@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from kubespawner.slugs import is_valid_label
 
@@ -10,7 +12,14 @@ from gpuhub.kube.labels import allocation_from_pod, allocation_marks, label_valu
 from gpuhub.kube.ledger import KubeLedgerBackend
 from gpuhub.kube.messages import explain_failed_scheduling, pods_ahead, wait_message
 from gpuhub.kube.nodes import capacity, driver_of
-from gpuhub.kube.objects import pod_overrides
+from gpuhub.kube.objects import (
+    PodRequest,
+    cpu_quantity,
+    k8s_quantity,
+    merge_into_template,
+    pod_overrides,
+    pod_parts,
+)
 from gpuhub.model import Allocation
 from gpuhub.profiles import validate_options
 from gpuhub.sizes import to_bytes
@@ -61,6 +70,111 @@ def test_cpu_pod_has_no_gpu(config):
     assert o["node_affinity_required"] == []
     assert o["environment"]["NVIDIA_VISIBLE_DEVICES"] == "void"
     assert "gpuhub.io/gpus" not in o["extra_labels"]
+
+
+def test_quantities_are_exact():
+    assert k8s_quantity("8G") == k8s_quantity("8Gi") == "8Gi"
+    assert k8s_quantity("1.5G") == "1536Mi" and k8s_quantity("1000") == "1000"
+    assert cpu_quantity(1.0) == "1" and cpu_quantity(0.5) == "500m"
+    assert cpu_quantity(2.25) == "2250m"
+
+
+def test_priority_class_decided_by_the_builder(raw):
+    from gpuhub.config import parse_config
+
+    raw["profiles"][1]["priority_class"] = "research"
+    config = parse_config(raw)
+    r = req(config, profile="gpu", gpus=2)
+    alloc = Allocation("server:alice/", "alice", "vision", "a100", 2)
+    assert pod_overrides(config, r, alloc)["priority_class_name"] == "research"
+    quota = pod_overrides(config, r, alloc, group_quota_classes=True)
+    assert quota["priority_class_name"] == "gpuhub-group-vision"
+    # a CPU pod is never in a group's GPU quota scope
+    cpu = pod_overrides(config, req(config), None, group_quota_classes=True)
+    assert cpu["priority_class_name"] == ""
+
+
+def test_parts_merge_into_the_admins_template(config):
+    """A job's worker: the admin's template keeps its own entries; gpuhub's are added (lists
+    extended, same names replaced, dicts merged), cpu/memory/GPUs/priority set."""
+    r = req(config, profile="gpu", gpus=1, image="torch")
+    parts = pod_parts(config, PodRequest(r, group="vision"))
+    admin_term = {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["ml"]}]}
+    preferred = [{"weight": 1, "preference": admin_term}]
+    admin = {
+        "metadata": {"labels": {"team": "ml", "gpuhub.io/kind": "admin"}},
+        "spec": {
+            "priorityClassName": "admin-default",
+            "tolerations": [{"key": "pool", "operator": "Exists"}],
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [admin_term]
+                    },
+                    "preferredDuringSchedulingIgnoredDuringExecution": preferred,
+                }
+            },
+            "volumes": [{"name": "dshm", "emptyDir": {}}, {"name": "data", "emptyDir": {}}],
+            "containers": [
+                {
+                    "name": "main",
+                    "env": [
+                        {"name": "GPUHUB_PROFILE", "value": "forged"},
+                        {"name": "HTTP_PROXY", "value": "http://proxy"},
+                    ],
+                    "resources": {
+                        "requests": {"cpu": "8", "ephemeral-storage": "10Gi"},
+                        "limits": {"nvidia.com/gpu": "4"},
+                    },
+                }
+            ],
+        },
+    }
+    before = copy.deepcopy(admin)
+    assert merge_into_template(admin, parts) == {
+        "metadata": {
+            "labels": {"team": "ml", "gpuhub.io/kind": "notebook", "gpuhub.io/profile": "gpu"},
+            "annotations": {"gpuhub.io/image": "torch", "gpuhub.io/profile": "gpu"},
+        },
+        "spec": {
+            "priorityClassName": "admin-default",
+            "tolerations": [
+                {"key": "pool", "operator": "Exists"},
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+            ],
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [admin_term, *parts.node_selector_terms]
+                    },
+                    "preferredDuringSchedulingIgnoredDuringExecution": preferred,
+                }
+            },
+            "volumes": [
+                {"name": "data", "emptyDir": {}},
+                {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
+            ],
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "ghcr.io/gpuhub/pytorch:2.11-cu128",
+                    "env": [
+                        {"name": "HTTP_PROXY", "value": "http://proxy"},
+                        {"name": "GPUHUB_PROFILE", "value": "gpu"},
+                        {"name": "GPUHUB_IMAGE", "value": "torch"},
+                        {"name": "GPUHUB_GPU_TYPE", "value": "a100"},
+                    ],
+                    "resources": {
+                        "requests": {"cpu": "1", "memory": "2Gi", "ephemeral-storage": "10Gi"},
+                        "limits": {"cpu": "1", "memory": "2Gi", "nvidia.com/gpu": "1"},
+                    },
+                    "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+                }
+            ],
+        },
+    }
+    assert admin == before  # the admin's template is never modified
+    assert parts.node_selector_terms  # the GPU type and driver floor
 
 
 @pytest.mark.parametrize("name", ["alice", "Alice@Example.COM", "ü-ser", "a" * 80, "-x-", "a b"])

@@ -1,29 +1,39 @@
 """Pure builders of Kubernetes objects for jobs (kubespawner ``objects.py`` style):
 plain dicts in, plain dicts out, tested by dict equality.
 
-The pod template is the admin's (:class:`KubeJobSettings.pod_template`); from the user's
-request only validated values go in: the catalog image, GPU counts, the script (as a
-ConfigMap) and its arguments.  Every job and replica pod template carries the gpuhub
-labels, so worker pods count in the live quota exactly like notebook pods.
+The pod template is the admin's (:class:`KubeJobSettings.pod_template`); what gpuhub puts
+into each worker pod is decided by the same builder as a notebook pod's
+(:func:`gpuhub.kube.objects.pod_parts`: placement, GPUs, shm, env, labels, the profile's
+resources, priority class, queue, home claim).  Only the job's own parts are added here:
+command, script ConfigMap, working directory, restart policy.  Every job, script and
+worker pod carries the gpuhub labels, so worker pods count in the live quota exactly like
+notebook pods.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubespawner.slugs import safe_slug
-
-from ..kube.groupquota import priority_class
 from ..kube.labels import label_value
-from ..kube.objects import GPU_RESOURCE, GPU_TOLERATION, placement_terms
-from ..model import GpuhubConfig
+from ..kube.objects import (
+    KUEUE_QUEUE_LABEL,
+    HomeVolume,
+    PodRequest,
+    expand_user_template,
+    job_marks,
+    kueue_queue,
+    merge_into_template,
+    merge_list,
+    pod_parts,
+)
+from ..kube.objects import LABEL as LABEL  # re-exported for the backend
+from ..model import GpuhubConfig, SpawnRequest
 from .policy import JobSpec
 
-LABEL = "gpuhub.io"
-KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 KUBEFLOW_V1 = "kubeflow.org/v1"
 SCRIPT_KEY = "script.py"
 _VALID_LABEL = re.compile(r"[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?")
@@ -37,7 +47,8 @@ class KubeJobSettings:
 
     namespace: str
     pod_template: Obj = field(default_factory=dict)
-    home_claim_template: str = "claim-{username}"
+    home_claim_template: str = "claim-{user_server}"
+    slug_scheme: str = "safe"
     home_mount_path: str = "/home/jovyan"
     script_mount_path: str = "/opt/gpuhub/job"
     clean_pod_policy: str = "Running"
@@ -53,10 +64,11 @@ def safe_label(value: str) -> str:
     return label_value(value)
 
 
-def home_claim(settings: KubeJobSettings, user: str) -> str:
-    """The user's home PVC, named exactly as KubeSpawner names it: ``{username}`` in
-    ``pvc_name_template`` expands to kubespawner's safe slug (``slug_scheme="safe"``)."""
-    return settings.home_claim_template.format(username=safe_slug(user, max_length=48))
+def home_claim(settings: KubeJobSettings, user: str, server: str = "") -> str:
+    """The home PVC of ``user``'s server ``server``, named exactly as KubeSpawner names
+    it from the same ``pvc_name_template`` and ``slug_scheme``.  Jobs mount the default
+    server's (``""``): the jobs API names no server."""
+    return expand_user_template(settings.home_claim_template, user, server, settings.slug_scheme)
 
 
 def job_name(spec: JobSpec) -> str:
@@ -65,30 +77,17 @@ def job_name(spec: JobSpec) -> str:
 
 def job_labels(spec: JobSpec, group: str | None) -> dict[str, str]:
     """The gpuhub labels of a job and of each of its pods (the live quota's input)."""
-    labels = {
-        f"{LABEL}/kind": "job",
-        f"{LABEL}/job-id": spec.id,
-        f"{LABEL}/user": safe_label(spec.user),
-        f"{LABEL}/gpus": str(spec.gpus_per_worker),
-    }
-    if spec.gpus_per_worker and spec.gpu_type:
-        labels[f"{LABEL}/gpu-type"] = spec.gpu_type
-    if group:
-        labels[f"{LABEL}/group"] = safe_label(group)
-    return labels
+    return job_marks(spec, group)[0]
 
 
 def job_annotations(spec: JobSpec, group: str | None) -> dict[str, str]:
     """Raw values the labels may have had to escape, plus what the API reports."""
-    notes = {
-        f"{LABEL}/user": spec.user,
-        f"{LABEL}/notebook-path": spec.path,
-        f"{LABEL}/image": spec.image.slug,
-        f"{LABEL}/workers": str(spec.workers),
-    }
-    if group:
-        notes[f"{LABEL}/group"] = group
-    return notes
+    return job_marks(spec, group)[1]
+
+
+def job_queue(spec: JobSpec, settings: KubeJobSettings) -> str | None:
+    """The Kueue LocalQueue of the job and its pods: the profile's, else the backend's."""
+    return kueue_queue(spec.profile, settings.kueue_queue)
 
 
 def owner_reference(obj: Obj) -> Obj:
@@ -124,9 +123,24 @@ def make_script_configmap(
     }
 
 
-def _merge_list(existing: list[Obj], extra: list[Obj], key: str = "name") -> list[Obj]:
-    names = {e.get(key) for e in extra}
-    return [e for e in existing if e.get(key) not in names] + extra
+def worker_request(spec: JobSpec) -> SpawnRequest:
+    """The request of one worker pod: the job's, with one worker's GPUs."""
+    gpus = spec.gpus_per_worker
+    return dataclasses.replace(
+        spec.ledger_request(), gpus=gpus, gpu_type=spec.gpu_type if gpus else None
+    )
+
+
+def worker_pod(spec: JobSpec, settings: KubeJobSettings, group: str | None) -> PodRequest:
+    """What the pod builder needs to know about one worker of ``spec``."""
+    return PodRequest(
+        worker_request(spec),
+        group=group,
+        job=spec,
+        home=HomeVolume(home_claim(settings, spec.user), settings.home_mount_path),
+        group_quota_classes=settings.group_quota_classes,
+        default_queue=settings.kueue_queue,
+    )
 
 
 def make_pod_template(
@@ -138,74 +152,39 @@ def make_pod_template(
     container: str,
     command: list[str],
 ) -> Obj:
-    """One replica's PodTemplateSpec: the admin's template with the job's image,
-    command, GPUs, volumes, labels and GPU placement filled in."""
-    tpl = copy.deepcopy(settings.pod_template) or {}
-    meta = tpl.setdefault("metadata", {})
-    meta["labels"] = {**meta.get("labels", {}), **job_labels(spec, group)}
-    meta["annotations"] = {**meta.get("annotations", {}), **job_annotations(spec, group)}
-    pod = tpl.setdefault("spec", {})
-    containers = pod.setdefault("containers", [{}])
-    c = containers[0]
+    """One replica's PodTemplateSpec: the admin's template with a worker's pod parts
+    (:func:`gpuhub.kube.objects.pod_parts`) and the job's command and script."""
+    parts = pod_parts(config, worker_pod(spec, settings, group))
+    tpl = merge_into_template(settings.pod_template, parts)
+    pod = tpl["spec"]
+    c = pod["containers"][0]
     c["name"] = container
-    c["image"] = spec.image.image
     c["command"] = command
     c.pop("args", None)
     c["workingDir"] = settings.home_mount_path
-    c["env"] = _merge_list(
-        c.get("env", []),
+    c["env"] = merge_list(
+        c["env"],
         [
             {"name": "PYTHONUNBUFFERED", "value": "1"},
             {"name": "GPUHUB_JOB_ID", "value": spec.id},
             {"name": "GPUHUB_DIST_BACKEND", "value": "nccl" if spec.gpus_per_worker else "gloo"},
         ],
     )
-    resources = c.setdefault("resources", {})
-    limits = resources.setdefault("limits", {})
-    if spec.gpus_per_worker:
-        limits[GPU_RESOURCE] = spec.gpus_per_worker
-    else:
-        limits.pop(GPU_RESOURCE, None)
-        resources.get("requests", {}).pop(GPU_RESOURCE, None)
-    c["volumeMounts"] = _merge_list(
-        c.get("volumeMounts", []),
-        [
-            {"name": "home", "mountPath": settings.home_mount_path},
-            {"name": "dshm", "mountPath": "/dev/shm"},
-            {"name": "gpuhub-script", "mountPath": settings.script_mount_path, "readOnly": True},
-        ],
-    )
-    pod["volumes"] = _merge_list(
-        pod.get("volumes", []),
-        [
-            {
-                "name": "home",
-                "persistentVolumeClaim": {"claimName": home_claim(settings, spec.user)},
-            },
-            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.profile.shm}},
-            {"name": "gpuhub-script", "configMap": {"name": f"{job_name(spec)}-script"}},
-        ],
+    script = {"name": "gpuhub-script", "mountPath": settings.script_mount_path, "readOnly": True}
+    c["volumeMounts"] = merge_list(c["volumeMounts"], [script])
+    pod["volumes"] = merge_list(
+        pod["volumes"],
+        [{"name": "gpuhub-script", "configMap": {"name": f"{job_name(spec)}-script"}}],
     )
     pod.setdefault("restartPolicy", "Never")
-    if settings.group_quota_classes and spec.gpus_per_worker and group:
-        # the group's ResourceQuota scope (gpuhub.kube.groupquota): the apiserver caps it
-        pod["priorityClassName"] = priority_class(group)
-    if spec.gpus_per_worker and spec.gpu_type:
-        # the same placement as a notebook of this image: GPU type and a driver new
-        # enough for the image's CUDA (gpuhub.kube.objects decides for both)
-        pod["tolerations"] = [*pod.get("tolerations", []), GPU_TOLERATION]
-        pod.setdefault("affinity", {})["nodeAffinity"] = {
-            "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": placement_terms(config, spec.ledger_request())
-            }
-        }
     return tpl
 
 
 def _job_meta(spec: JobSpec, settings: KubeJobSettings, group: str | None) -> Obj:
     labels = job_labels(spec, group)
-    if settings.kueue_queue:
-        labels[KUEUE_QUEUE_LABEL] = settings.kueue_queue
+    queue = job_queue(spec, settings)
+    if queue:
+        labels[KUEUE_QUEUE_LABEL] = queue
     return {
         "name": job_name(spec),
         "namespace": settings.namespace,
@@ -214,14 +193,14 @@ def _job_meta(spec: JobSpec, settings: KubeJobSettings, group: str | None) -> Ob
     }
 
 
-def _run_policy(settings: KubeJobSettings) -> Obj:
+def _run_policy(spec: JobSpec, settings: KubeJobSettings) -> Obj:
     policy: Obj = {
         "cleanPodPolicy": settings.clean_pod_policy,
         "backoffLimit": settings.backoff_limit,
     }
     if settings.ttl_seconds_after_finished is not None:
         policy["ttlSecondsAfterFinished"] = settings.ttl_seconds_after_finished
-    if settings.kueue_queue:
+    if job_queue(spec, settings):
         policy["suspend"] = True  # Kueue admits the job by unsuspending it
     return policy
 
@@ -247,7 +226,7 @@ def make_pytorchjob(
         "metadata": _job_meta(spec, settings, group),
         "spec": {
             "nprocPerNode": str(spec.gpus_per_worker or 1),
-            "runPolicy": _run_policy(settings),
+            "runPolicy": _run_policy(spec, settings),
             "pytorchReplicaSpecs": replicas,
         },
     }
@@ -265,7 +244,7 @@ def make_tfjob(
         "kind": "TFJob",
         "metadata": _job_meta(spec, settings, group),
         "spec": {
-            "runPolicy": _run_policy(settings),
+            "runPolicy": _run_policy(spec, settings),
             "tfReplicaSpecs": {
                 "Worker": {"replicas": spec.workers, "restartPolicy": "Never", "template": tpl}
             },

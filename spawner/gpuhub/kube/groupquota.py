@@ -25,7 +25,7 @@ GPU_REQUESTS = "requests.nvidia.com/gpu"
 
 def priority_class(group: str) -> str:
     """``gpuhub-group-<slug>``: a valid object name for any group name."""
-    return "gpuhub-group-" + safe_slug(group, is_valid=is_valid_object_name, max_length=48)
+    return "gpuhub-group-" + str(safe_slug(group, is_valid=is_valid_object_name, max_length=48))
 
 
 def group_quota_manifests(config: GpuhubConfig, namespaces: Iterable[str]) -> list[dict[str, Any]]:

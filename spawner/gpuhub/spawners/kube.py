@@ -21,7 +21,7 @@ from kubespawner import KubeSpawner
 from kubespawner.clients import shared_client
 from traitlets import Bool, Integer, List, Unicode, default
 
-from ..kube.groupquota import is_quota_rejection, priority_class
+from ..kube.groupquota import is_quota_rejection
 from ..kube.informer import Informer
 from ..kube.labels import GPU_POD_SELECTOR
 from ..kube.ledger import KubeLedgerBackend
@@ -182,9 +182,9 @@ class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
                 "priority_class_name",
             )
             self._base = {n: copy.deepcopy(getattr(self, n)) for n in names}
-        overrides = pod_overrides(self.gpuhub, request, alloc)
-        if self.group_quota_classes and alloc is not None:
-            overrides["priority_class_name"] = priority_class(alloc.group)
+        overrides = pod_overrides(
+            self.gpuhub, request, alloc, group_quota_classes=self.group_quota_classes
+        )
         for name, value in overrides.items():
             base = self._base[name]
             if name in _LIST_TRAITS:

@@ -20,9 +20,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from traitlets import Bool, Dict, Enum, Integer, Unicode
+from traitlets import Bool, Dict, Enum, Integer, TraitError, Unicode, validate
 
 from ...errors import OptionError
+from ...kube.objects import expand_user_template
 from ...ledger import Ledger
 from ...model import Allocation
 from ..manifests import (
@@ -140,14 +141,39 @@ class KubeflowJobBackend(JobBackend):
         """,
     )
     home_claim_template = Unicode(
-        "claim-{username}",
+        "claim-{user_server}",
         config=True,
-        help="""Name of the user's home PVC, mounted into every replica (``{username}`` is
-        the escaped user name, as kubespawner's).
+        help="""Name of the user's home PVC, mounted into every replica: KubeSpawner's
+        ``pvc_name_template`` (the chart's ``singleuser.storage.dynamic.pvcNameTemplate``),
+        expanded as KubeSpawner expands it for the user's default server, so jobs mount the
+        very claim the user's notebook server has.  Change both together.
 
         .. versionadded:: 0.1
         """,
     )
+    slug_scheme = Enum(
+        ["safe", "escape"],
+        "safe",
+        config=True,
+        help="""KubeSpawner's ``slug_scheme`` of the hub (how ``{username}`` and
+        ``{user_server}`` in :attr:`home_claim_template` are escaped); must match the hub's.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    @validate("home_claim_template")
+    def _check_home_claim_template(self, proposal: dict[str, Any]) -> str:
+        template = str(proposal["value"])
+        try:
+            expand_user_template(template, "user")
+        except (KeyError, IndexError, ValueError) as e:
+            raise TraitError(
+                f"home_claim_template {template!r}: only the user and server fields of "
+                f"KubeSpawner's pvc_name_template can be expanded for a job ({e!r})"
+            ) from e
+        return template
+
     kubeconfig = Unicode(
         "",
         config=True,
@@ -172,8 +198,9 @@ class KubeflowJobBackend(JobBackend):
     kueue_queue = Unicode(
         "",
         config=True,
-        help="""Kueue LocalQueue name; when set, jobs carry ``kueue.x-k8s.io/queue-name`` and
-        are created suspended for Kueue to admit.
+        help="""Kueue LocalQueue of jobs whose profile names none (a profile's
+        ``kueue_queue`` wins, as for its notebooks); jobs with a queue carry
+        ``kueue.x-k8s.io/queue-name`` and are created suspended for Kueue to admit.
 
         .. versionadded:: 0.1
         """,
@@ -198,6 +225,7 @@ class KubeflowJobBackend(JobBackend):
             namespace=self.namespace,
             pod_template=dict(self.pod_template),
             home_claim_template=self.home_claim_template,
+            slug_scheme=self.slug_scheme,
             home_mount_path=self.home_mount_path,
             clean_pod_policy=self.clean_pod_policy,
             ttl_seconds_after_finished=self.ttl_seconds_after_finished,
