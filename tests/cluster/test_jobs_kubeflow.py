@@ -124,7 +124,9 @@ async def test_pytorchjob_accepted_and_counted(
             tpl = obj["spec"]["pytorchReplicaSpecs"][replica]["template"]
             assert tpl["metadata"]["labels"] == labels
             (c,) = tpl["spec"]["containers"]
-            assert c["resources"]["limits"] == {"nvidia.com/gpu": 2}
+            # the profile's cpu and memory, as a notebook of it gets (gpuhub.kube.objects)
+            size = {"cpu": "1", "memory": "2Gi"}
+            assert c["resources"] == {"requests": size, "limits": {**size, "nvidia.com/gpu": "2"}}
         cm = client.CoreV1Api(k8s_cluster.api).read_namespaced_config_map(
             "gpuhub-job-aa01-script", namespace
         )
@@ -331,7 +333,8 @@ async def test_pytorchjob_runs_ddp_on_the_process_node(
             assert labels["gpuhub.io/gpus"] == "1" and labels["gpuhub.io/gpu-type"] == "a100"
             (container,) = pod.spec.containers
             assert container.command[0] == "torchrun"
-            assert container.resources.limits == {"nvidia.com/gpu": "1"}
+            limits = {"cpu": "1", "memory": "2Gi", "nvidia.com/gpu": "1"}
+            assert container.resources.limits == limits
 
         # both run on the process node and find the master: rank lines in their logs
         def running() -> bool:
