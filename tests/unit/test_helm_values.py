@@ -236,8 +236,103 @@ def test_embedded_gpuhub_yaml_parses():
     ],
 )
 def test_config_d_snippets_compile(values: str, key: str, f: dict[str, Any]):
-    assert f["mountPath"].startswith("/usr/local/etc/jupyterhub/jupyterhub_config.d/")
+    assert f["mountPath"].startswith("/usr/local/etc/jupyterhub/jupyterhub_config.d/") or (
+        f["mountPath"] == JOBS_CONFIG_PATH
+    )
     compile(f["stringData"], f"helm-values/{values}.yaml:{key}", "exec")
+
+
+JOBS_CONFIG_PATH = "/usr/local/etc/gpuhub/jobs_config.py"
+
+
+def jobs_config_file() -> str:
+    hub = load("gpuhub")["hub"]
+    (f,) = [f for f in hub["extraFiles"].values() if f["mountPath"] == JOBS_CONFIG_PATH]
+    return str(f["stringData"])
+
+
+def jobs_service_config(tmp_path: Path) -> Config:
+    """The jobs service's config as ``gpuhub-jobs --config=...`` loads it (traitlets' own
+    loader); the caller sets ``POD_NAMESPACE`` as the chart does in the hub pod."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    (tmp_path / "jobs_config.py").write_text(jobs_config_file())
+    return PyFileConfigLoader("jobs_config.py", path=str(tmp_path)).load_config()
+
+
+def test_jobs_service_runs_kubeflow_from_its_own_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The shipped command loads the shipped file: the Kubeflow backend in the release
+    namespace, job pods without an API token and with the user pods' security context."""
+    hub = load("gpuhub")["hub"]
+    command = hub["services"]["gpuhub-jobs"]["command"]
+    assert f"--config={JOBS_CONFIG_PATH}" in command
+    monkeypatch.setenv("POD_NAMESPACE", "gpuhub-ns")
+    c = jobs_service_config(tmp_path)
+    assert c.JobsApp.backend_class == "gpuhub.jobs.backends.kubeflow.KubeflowJobBackend"
+    assert c.KubeflowJobBackend.namespace == "gpuhub-ns"
+    assert c.JobsApp.data_dir.startswith("/srv/jupyterhub/")  # the hub's own volume
+    spec = c.KubeflowJobBackend.pod_template["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in spec
+    single = load("gpuhub")["singleuser"]
+    assert single["extraPodConfig"]["automountServiceAccountToken"] is False
+    # z2jh's singleuser defaults: uid 1000, fsGid 100; allowPrivilegeEscalation false (ours)
+    assert spec["securityContext"] == {"runAsUser": 1000, "fsGroup": 100}
+    assert single["allowPrivilegeEscalation"] is False
+    assert spec["containers"][0]["securityContext"] == {"allowPrivilegeEscalation": False}
+
+
+def test_jobs_service_config_drives_the_real_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``JobsApp`` parses the shipped command line and file into a Kubeflow backend class
+    (the default was the local backend: torchrun inside the hub pod)."""
+    from gpuhub.jobs.app import JobsApp
+    from gpuhub.jobs.backends.kubeflow import KubeflowJobBackend
+
+    hub = load("gpuhub")["hub"]
+    config = tmp_path / "jobs_config.py"
+    config.write_text(jobs_config_file())
+    argv = [
+        a.replace(JOBS_CONFIG_PATH, str(config))
+        for a in hub["services"]["gpuhub-jobs"]["command"][1:]
+    ]
+    monkeypatch.setenv("POD_NAMESPACE", "gpuhub-ns")
+    app = JobsApp()
+    try:
+        app.initialize(argv)
+        assert app.backend_class is KubeflowJobBackend
+        assert app.bind_url == "http://0.0.0.0:8011"
+    finally:
+        JobsApp.clear_instance()
+
+
+def test_servers_reach_the_jobs_service():
+    """Servers get ``$GPUHUB_JOBS_URL`` from the service's url (the hub Service's port 8011),
+    and the NetworkPolicies let them through: singleuser egress and hub ingress on 8011."""
+    from gpuhub.spawners.base import service_jobs_url
+
+    v = load("gpuhub")
+    hub = v["hub"]
+    service = {"name": "gpuhub-jobs", **hub["services"]["gpuhub-jobs"]}
+    assert service_jobs_url([service]) == "http://hub:8011/services/gpuhub-jobs/"
+    assert {"name": "gpuhub-jobs", "port": 8011, "targetPort": 8011} in hub["service"]["extraPorts"]
+    ingress = hub["networkPolicy"]["ingress"]
+    assert any(
+        {"port": 8011, "protocol": "TCP"} in r["ports"]
+        and {"podSelector": {"matchLabels": {"hub.jupyter.org/network-access-hub": "true"}}}
+        in r["from"]
+        for r in ingress
+    )
+    egress = v["singleuser"]["networkPolicy"]["egress"]
+    assert any(
+        {"port": 8011, "protocol": "TCP"} in r["ports"]
+        and any(
+            t.get("podSelector", {}).get("matchLabels", {}).get("component") == "hub"
+            for t in r["to"]
+        )
+        for r in egress
+    )
 
 
 def test_kube_snippet_calls_configure_kube():
