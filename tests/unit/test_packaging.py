@@ -108,3 +108,14 @@ def test_hub_image_installs_the_service_extras():
     dockerfile = (ROOT / "images" / "hub" / "Dockerfile").read_text()
     assert re.search(r'"/src/gpuhub\[(kube,jobs|jobs,kube)\]"', dockerfile)
     assert "pip check" in dockerfile
+
+
+def test_hub_image_has_what_z2jh_config_imports():
+    """z2jh's own jupyterhub_config.py (the chart's hub ConfigMap) configures tornado's curl
+    client, which imports pycurl at hub start: the hub image must install it."""
+    z2jh = ROOT.parent / "shared" / "data" / "z2jh-4.4.0-chart" / "jupyterhub" / "files" / "hub"
+    assert (
+        "tornado.curl_httpclient.CurlAsyncHTTPClient" in (z2jh / "jupyterhub_config.py").read_text()
+    )
+    dockerfile = (ROOT / "images" / "hub" / "Dockerfile").read_text()
+    assert re.search(r'"pycurl==[0-9.]+"', dockerfile)
