@@ -506,3 +506,26 @@ def test_cluster_tier_uses_the_shipped_rbac():
 def test_quota_backstop():
     (quota,) = [d for n, d in manifest_docs() if d["kind"] == "ResourceQuota"]
     assert set(quota["spec"]["hard"]) == {"requests.nvidia.com/gpu"}
+
+
+def test_no_values_file_mounts_a_second_dev_shm():
+    """GPUKubeSpawner mounts a sized ``dshm`` at /dev/shm in every pod
+    (gpuhub.kube.objects.pod_overrides); the apiserver refuses a pod with two mounts at one
+    path ("mountPath: Invalid value: "/dev/shm": must be unique"), so no values file may add
+    one: that failed every spawn of the shipped values (tests/cluster/test_shipped_values.py)."""
+    from gpuhub.config import parse_config as _parse
+    from gpuhub.kube.objects import pod_overrides
+    from gpuhub.profiles import validate_options
+
+    f = load("gpuhub")["hub"]["extraFiles"]["gpuhub-yaml"]
+    data = yaml.safe_load(f["stringData"])
+    data["image_matrix"] = str(ROOT / "images" / "matrix.yaml")
+    cfg = _parse(data, source="helm-values/gpuhub.yaml")
+    request = validate_options(cfg, "alice", ["vision"], {"profile": "cpu"})
+    ours = {m["mountPath"] for m in pod_overrides(cfg, request, None)["volume_mounts"]}
+    assert ours == {"/dev/shm"}
+    for name in ["gpuhub", *OVERLAYS]:
+        storage = load(name).get("singleuser", {}).get("storage", {})
+        mounts = storage.get("extraVolumeMounts", [])
+        mounts = mounts.values() if isinstance(mounts, dict) else mounts
+        assert not ours & {m["mountPath"] for m in mounts}, name
