@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from gpuhub.hubconfig import embedded_config
 
 
@@ -23,7 +25,9 @@ def test_embedded_config_per_user_passwords_and_yaml_groups(config):
     assert c.JupyterHub.cleanup_servers is False
 
 
-def test_kube_jobs_service_gets_the_hub_pods_cluster_env(tmp_path: Path):
+def test_kube_jobs_service_gets_the_hub_pods_cluster_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     """JupyterHub starts a managed service without the hub's environment: the chart's
     ``gpuhub-jobs`` gets the gpuhub YAML and the pod's namespace/API address from
     ``configure_kube``; values the chart sets win; other services are left alone."""
@@ -41,12 +45,11 @@ def test_kube_jobs_service_gets_the_hub_pods_cluster_env(tmp_path: Path):
         {"name": "jupyterhub-idle-culler", "command": ["cull"]},
         {"name": "gpuhub-jobs", "url": "http://hub:8011", "environment": {"A": "1"}},
     ]
-    env = {"POD_NAMESPACE": "ns1", "KUBERNETES_SERVICE_HOST": "10.0.0.1", "HOME": "/x"}
-    import os
-    from unittest import mock
-
-    with mock.patch.dict(os.environ, env, clear=True):
-        configure_kube(c, str(yaml_path))
+    for name in ("KUBERNETES_SERVICE_PORT", "KUBECONFIG", "GPUHUB_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("POD_NAMESPACE", "ns1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    configure_kube(c, str(yaml_path))
     culler, jobs = c.JupyterHub.services
     assert "environment" not in culler
     assert jobs["environment"] == {
