@@ -279,6 +279,16 @@ def oauth_config(
 
 
 KUBE_CONFIG_PATH = "/usr/local/etc/gpuhub/gpuhub.yaml"
+KUBE_SERVICE_ENV = (
+    "POD_NAMESPACE",
+    "KUBERNETES_SERVICE_HOST",
+    "KUBERNETES_SERVICE_PORT",
+    "KUBECONFIG",
+)
+"""What the hub pod's environment tells the jobs service about the cluster: the release
+namespace (the chart sets ``POD_NAMESPACE``), the in-cluster API address (set by Kubernetes
+in every pod), or a kubeconfig where the hub uses one.  JupyterHub starts a managed service
+with none of its own environment but ``PATH``/``LANG``-like keys."""
 
 
 def kube_config(cfg: GpuhubConfig, config_path: Path) -> Config:
@@ -292,13 +302,33 @@ def kube_config(cfg: GpuhubConfig, config_path: Path) -> Config:
     return c
 
 
+def kube_jobs_service_env(
+    services: Iterable[dict[str, Any]], config_path: Path, environ: Mapping[str, str]
+) -> None:
+    """Give the chart's ``gpuhub-jobs`` service (``hub.services``) what it needs from the
+    hub pod: the gpuhub YAML the hub reads (``$GPUHUB_CONFIG``) and
+    :data:`KUBE_SERVICE_ENV` where set.  Keys the chart's values already set win."""
+    for service in services:
+        if service.get("name") != JOBS_SERVICE:
+            continue
+        env = {k: environ[k] for k in KUBE_SERVICE_ENV if environ.get(k)}
+        env[CONFIG_ENV] = str(config_path)
+        service["environment"] = {**env, **(service.get("environment") or {})}
+
+
 def configure_kube(c: Any, config_path: str | None = None) -> GpuhubConfig:
     """Load and validate the gpuhub YAML and fill ``c`` for a Kubernetes hub.
 
     Called from a ``jupyterhub_config.d`` snippet mounted by ``helm-values/``; an invalid
-    YAML stops the hub with the key path of the problem.
+    YAML stops the hub with the key path of the problem.  The chart's ``gpuhub-jobs``
+    service (already in ``c.JupyterHub.services``) gets its environment
+    (:func:`kube_jobs_service_env`); servers get its URL as ``$GPUHUB_JOBS_URL``
+    (:class:`~gpuhub.spawners.base.GpuhubSpawnerMixin`).
     """
     path = Path(config_path or os.environ.get("GPUHUB_CONFIG") or KUBE_CONFIG_PATH)
     cfg = load_config(path)
     c.merge(kube_config(cfg, path))
+    services = c.JupyterHub.get("services")
+    if isinstance(services, list):
+        kube_jobs_service_env(services, path, os.environ)
     return cfg

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ class Hub:
     ``kube_hub_config.py``): one password for every user, in ``data_dir/password``."""
     secret: str = field(default_factory=lambda: secrets.token_hex(6))
     """Part of each user's test password (see :meth:`user_password`)."""
+    _hub_pids: set[int] = field(default_factory=set)
 
     @property
     def url(self) -> str:
@@ -110,9 +112,26 @@ class Hub:
         env.update(self.extra_env)
         return env
 
-    def start(self, timeout: float = 60) -> Hub:
+    def start(self, timeout: float = 60, attempts: int = 3) -> Hub:
+        """Start the hub and wait until *this* hub answers on its ports.  Ports are picked
+        by binding, so another process may take one before the hub binds it: when the hub
+        or its proxy fails to bind (``address already in use`` in the log), or a port is
+        answered by a process that is not ours, start again on fresh ports."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.write_config(self.config)
+        for attempt in range(attempts):
+            if attempt:
+                self.port, self.hub_port, self.proxy_api_port = (free_port() for _ in range(3))
+            try:
+                return self._start_once(timeout)
+            except PortTaken as e:
+                self._kill_session()
+                if attempt == attempts - 1:
+                    raise RuntimeError(f"hub could not bind its ports {attempts}×: {e}") from e
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> Hub:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
@@ -131,17 +150,39 @@ class Hub:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"hub exited ({self.proc.returncode}):\n{self.log_tail()}")
-            try:
-                if requests.get(f"{self.api}/", timeout=2).ok:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"hub did not answer in {timeout}s:\n{self.log_tail()}")
+        self._hub_pids.add(self.proc.pid)
+        wait_for_own_hub(
+            self.proc,
+            self.api,
+            {self.port: "proxy", self.hub_port: "hub"},
+            lambda: self.log_since(offset),
+            timeout,
+            self.owns,
+        )
+        return self
+
+    def owns(self, pid: int) -> bool:
+        """``pid`` is one of our hubs, started by one (its proxy), or the proxy a hub of
+        ours recorded (it outlives a ``kill -9`` of the hub)."""
+        with contextlib.suppress(OSError, ValueError):
+            if pid == int((self.data_dir / "proxy.pid").read_text()):
+                return True
+        return bool(ancestry(pid) & self._hub_pids)
+
+    def log_since(self, offset: int) -> str:
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def _kill_session(self) -> None:
+        """Kill what a failed start left (the hub's session: hub, proxy, services)."""
+        if self.proc is None:
+            return
+        kill_session(self.proc.pid)
+        self.proc.wait()
 
     def log_tail(self, n: int = 60) -> str:
         try:
@@ -300,6 +341,100 @@ class Hub:
             if "" not in self.user_model(user, token)["servers"]:
                 return
             time.sleep(0.2)
+
+
+class PortTaken(Exception):
+    """A port the harness picked was taken by another process before ours bound it."""
+
+
+BIND_FAILURES = ("address already in use", "eaddrinuse")
+
+
+def listening_pids(port: int) -> set[int]:
+    """PIDs holding a listening TCP socket on ``port`` (any local address), from /proc."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in list(f)[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    marks = {f"socket:[{i}]" for i in inodes}
+    pids: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (entry / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in marks:
+                        pids.add(int(entry.name))
+                        break
+    return pids
+
+
+def ancestry(pid: int) -> set[int]:
+    """``pid`` and its ancestors (from /proc/<pid>/stat)."""
+    out: set[int] = set()
+    while pid > 1 and pid not in out:
+        out.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+    return out
+
+
+def kill_session(session: int) -> None:
+    """SIGKILL every process of session ``session`` (a process we started with
+    ``start_new_session=True``) and their children, by PID."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        with contextlib.suppress(OSError):
+            if os.getsid(pid) == session or session in ancestry(pid) - {pid}:
+                os.kill(pid, signal.SIGKILL)
+
+
+def wait_for_own_hub(
+    proc: subprocess.Popen[bytes],
+    api: str,
+    ports: dict[int, str],
+    log: Callable[[], str],
+    timeout: float,
+    ours: Callable[[int], bool],
+) -> None:
+    """Wait until the hub API answers JSON at ``api`` and every port in ``ports`` is
+    listened on by a process for which ``ours(pid)`` holds: never take another process's
+    answer for ours.  :class:`PortTaken` when a bind failed or a port is held by another
+    process; ``RuntimeError`` when the hub exits; ``TimeoutError``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log()
+        if any(m in text.lower() for m in BIND_FAILURES):
+            raise PortTaken(text[-2000:])
+        if proc.poll() is not None:
+            raise RuntimeError(f"hub exited ({proc.returncode}):\n{text[-6000:]}")
+        try:
+            r = requests.get(f"{api}/", timeout=2)
+            answered = r.ok and "version" in r.json()
+        except (requests.RequestException, ValueError):
+            answered = False
+        if answered:
+            owners = {port: listening_pids(port) for port in ports}
+            foreign = {
+                f"{ports[port]} port {port}: PIDs {sorted(pids)}"
+                for port, pids in owners.items()
+                if pids and not any(ours(pid) for pid in pids)
+            }
+            if foreign:
+                raise PortTaken("; ".join(sorted(foreign)))
+            if all(owners.values()):
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"hub did not answer in {timeout}s:\n{log()[-6000:]}")
 
 
 def auth(token: str) -> dict[str, str]:

@@ -236,8 +236,103 @@ def test_embedded_gpuhub_yaml_parses():
     ],
 )
 def test_config_d_snippets_compile(values: str, key: str, f: dict[str, Any]):
-    assert f["mountPath"].startswith("/usr/local/etc/jupyterhub/jupyterhub_config.d/")
+    assert f["mountPath"].startswith("/usr/local/etc/jupyterhub/jupyterhub_config.d/") or (
+        f["mountPath"] == JOBS_CONFIG_PATH
+    )
     compile(f["stringData"], f"helm-values/{values}.yaml:{key}", "exec")
+
+
+JOBS_CONFIG_PATH = "/usr/local/etc/gpuhub/jobs_config.py"
+
+
+def jobs_config_file() -> str:
+    hub = load("gpuhub")["hub"]
+    (f,) = [f for f in hub["extraFiles"].values() if f["mountPath"] == JOBS_CONFIG_PATH]
+    return str(f["stringData"])
+
+
+def jobs_service_config(tmp_path: Path) -> Config:
+    """The jobs service's config as ``gpuhub-jobs --config=...`` loads it (traitlets' own
+    loader); the caller sets ``POD_NAMESPACE`` as the chart does in the hub pod."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    (tmp_path / "jobs_config.py").write_text(jobs_config_file())
+    return PyFileConfigLoader("jobs_config.py", path=str(tmp_path)).load_config()
+
+
+def test_jobs_service_runs_kubeflow_from_its_own_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The shipped command loads the shipped file: the Kubeflow backend in the release
+    namespace, job pods without an API token and with the user pods' security context."""
+    hub = load("gpuhub")["hub"]
+    command = hub["services"]["gpuhub-jobs"]["command"]
+    assert f"--config={JOBS_CONFIG_PATH}" in command
+    monkeypatch.setenv("POD_NAMESPACE", "gpuhub-ns")
+    c = jobs_service_config(tmp_path)
+    assert c.JobsApp.backend_class == "gpuhub.jobs.backends.kubeflow.KubeflowJobBackend"
+    assert c.KubeflowJobBackend.namespace == "gpuhub-ns"
+    assert c.JobsApp.data_dir.startswith("/srv/jupyterhub/")  # the hub's own volume
+    spec = c.KubeflowJobBackend.pod_template["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in spec
+    single = load("gpuhub")["singleuser"]
+    assert single["extraPodConfig"]["automountServiceAccountToken"] is False
+    # z2jh's singleuser defaults: uid 1000, fsGid 100; allowPrivilegeEscalation false (ours)
+    assert spec["securityContext"] == {"runAsUser": 1000, "fsGroup": 100}
+    assert single["allowPrivilegeEscalation"] is False
+    assert spec["containers"][0]["securityContext"] == {"allowPrivilegeEscalation": False}
+
+
+def test_jobs_service_config_drives_the_real_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``JobsApp`` parses the shipped command line and file into a Kubeflow backend class
+    (the default was the local backend: torchrun inside the hub pod)."""
+    from gpuhub.jobs.app import JobsApp
+    from gpuhub.jobs.backends.kubeflow import KubeflowJobBackend
+
+    hub = load("gpuhub")["hub"]
+    config = tmp_path / "jobs_config.py"
+    config.write_text(jobs_config_file())
+    argv = [
+        a.replace(JOBS_CONFIG_PATH, str(config))
+        for a in hub["services"]["gpuhub-jobs"]["command"][1:]
+    ]
+    monkeypatch.setenv("POD_NAMESPACE", "gpuhub-ns")
+    app = JobsApp()
+    try:
+        app.initialize(argv)
+        assert app.backend_class is KubeflowJobBackend
+        assert app.bind_url == "http://0.0.0.0:8011"
+    finally:
+        JobsApp.clear_instance()
+
+
+def test_servers_reach_the_jobs_service():
+    """Servers get ``$GPUHUB_JOBS_URL`` from the service's url (the hub Service's port 8011),
+    and the NetworkPolicies let them through: singleuser egress and hub ingress on 8011."""
+    from gpuhub.spawners.base import service_jobs_url
+
+    v = load("gpuhub")
+    hub = v["hub"]
+    service = {"name": "gpuhub-jobs", **hub["services"]["gpuhub-jobs"]}
+    assert service_jobs_url([service]) == "http://hub:8011/services/gpuhub-jobs/"
+    assert {"name": "gpuhub-jobs", "port": 8011, "targetPort": 8011} in hub["service"]["extraPorts"]
+    ingress = hub["networkPolicy"]["ingress"]
+    assert any(
+        {"port": 8011, "protocol": "TCP"} in r["ports"]
+        and {"podSelector": {"matchLabels": {"hub.jupyter.org/network-access-hub": "true"}}}
+        in r["from"]
+        for r in ingress
+    )
+    egress = v["singleuser"]["networkPolicy"]["egress"]
+    assert any(
+        {"port": 8011, "protocol": "TCP"} in r["ports"]
+        and any(
+            t.get("podSelector", {}).get("matchLabels", {}).get("component") == "hub"
+            for t in r["to"]
+        )
+        for r in egress
+    )
 
 
 def test_kube_snippet_calls_configure_kube():
@@ -411,3 +506,26 @@ def test_cluster_tier_uses_the_shipped_rbac():
 def test_quota_backstop():
     (quota,) = [d for n, d in manifest_docs() if d["kind"] == "ResourceQuota"]
     assert set(quota["spec"]["hard"]) == {"requests.nvidia.com/gpu"}
+
+
+def test_no_values_file_mounts_a_second_dev_shm():
+    """GPUKubeSpawner mounts a sized ``dshm`` at /dev/shm in every pod
+    (gpuhub.kube.objects.pod_overrides); the apiserver refuses a pod with two mounts at one
+    path ("mountPath: Invalid value: "/dev/shm": must be unique"), so no values file may add
+    one: that failed every spawn of the shipped values (tests/cluster/test_shipped_values.py)."""
+    from gpuhub.config import parse_config as _parse
+    from gpuhub.kube.objects import pod_overrides
+    from gpuhub.profiles import validate_options
+
+    f = load("gpuhub")["hub"]["extraFiles"]["gpuhub-yaml"]
+    data = yaml.safe_load(f["stringData"])
+    data["image_matrix"] = str(ROOT / "images" / "matrix.yaml")
+    cfg = _parse(data, source="helm-values/gpuhub.yaml")
+    request = validate_options(cfg, "alice", ["vision"], {"profile": "cpu"})
+    ours = {m["mountPath"] for m in pod_overrides(cfg, request, None)["volume_mounts"]}
+    assert ours == {"/dev/shm"}
+    for name in ["gpuhub", *OVERLAYS]:
+        storage = load(name).get("singleuser", {}).get("storage", {})
+        mounts = storage.get("extraVolumeMounts", [])
+        mounts = mounts.values() if isinstance(mounts, dict) else mounts
+        assert not ours & {m["mountPath"] for m in mounts}, name

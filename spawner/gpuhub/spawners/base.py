@@ -8,7 +8,7 @@ supplies :meth:`gpuhub_backend` and :meth:`gpuhub_capacity`.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from tornado import web
@@ -19,6 +19,7 @@ from ..availability import availability
 from ..config import CONFIG_ENV
 from ..errors import OptionError, QuotaDenied
 from ..form import options_from_form, render_form
+from ..hubconfig import JOBS_SERVICE
 from ..ledger import Ledger
 from ..model import Allocation, GpuhubConfig, Kind, SpawnRequest
 from ..profiles import validate_options
@@ -30,6 +31,19 @@ def user_error(status: int, message: str) -> web.HTTPError:
     err = web.HTTPError(status, "%s", message)
     err.jupyterhub_message = message  # type: ignore[attr-defined]
     return err
+
+
+JOBS_URL_ENV = "GPUHUB_JOBS_URL"
+
+
+def service_jobs_url(services: Sequence[Mapping[str, Any]]) -> str:
+    """The jobs service's URL as the hub's ``JupyterHub.services`` declares it (its ``url``
+    plus the prefix it serves, ``/services/gpuhub-jobs/``), or ``""`` when the hub runs no
+    such service.  On Kubernetes that is the hub Service's port (``http://hub:8011``)."""
+    for service in services:
+        if service.get("name") == JOBS_SERVICE and service.get("url"):
+            return f"{str(service['url']).rstrip('/')}/services/{JOBS_SERVICE}/"
+    return ""
 
 
 class LedgerBackend(Protocol):
@@ -61,6 +75,30 @@ class GpuhubSpawnerMixin(HasTraits):
     @default("gpuhub_config_file")
     def _default_config_file(self) -> str:
         return os.environ.get(CONFIG_ENV, "gpuhub.yaml")
+
+    jobs_url = Unicode(
+        config=True,
+        help="""URL of the gpuhub jobs service as servers reach it, given to them as
+        ``$GPUHUB_JOBS_URL`` (the lab extension calls it with ``$JUPYTERHUB_API_TOKEN``).
+
+        Defaults to the ``url`` of the hub's ``gpuhub-jobs`` service
+        (``c.JupyterHub.services``) plus ``/services/gpuhub-jobs/``; empty (not set) when
+        the hub runs no such service.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    @default("jobs_url")
+    def _default_jobs_url(self) -> str:
+        services = self.config.JupyterHub.get("services", [])  # type: ignore[attr-defined]
+        return service_jobs_url(services if isinstance(services, list) else [])
+
+    def get_env(self) -> dict[str, str]:
+        env: dict[str, str] = super().get_env()  # type: ignore[misc]
+        if self.jobs_url:
+            env[JOBS_URL_ENV] = self.jobs_url
+        return env
 
     @default("options_form")
     def _default_options_form(self) -> Any:

@@ -163,17 +163,6 @@ class GPULocalSpawner(GpuhubSpawnerMixin, LocalProcessSpawner):
     def _default_data_dir(self) -> str:
         return default_data_dir()
 
-    jobs_url = Unicode(
-        "",
-        config=True,
-        help="""URL of the gpuhub jobs service through the hub's proxy, given to servers
-        as ``$GPUHUB_JOBS_URL`` (the lab extension calls it with ``$JUPYTERHUB_API_TOKEN``).
-        Empty: not set.
-
-        .. versionadded:: 0.1
-        """,
-    )
-
     account_prefix = Unicode(
         DEFAULT_PREFIX,
         config=True,
@@ -335,8 +324,6 @@ class GPULocalSpawner(GpuhubSpawnerMixin, LocalProcessSpawner):
     def get_env(self) -> dict[str, str]:
         env: dict[str, str] = super().get_env()
         env.update(device_env(self._gpuhub_alloc))
-        if self.jobs_url:
-            env["GPUHUB_JOBS_URL"] = self.jobs_url
         return env
 
     async def poll(self) -> int | None:
