@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +20,7 @@ from typing import Any
 
 import pytest
 import requests
-from test_local_hub import ledger_keys, spawn
+from test_local_hub import ledger_keys, login, spawn
 
 from hubproc import Hub, auth
 from localconfig import CONFIG
@@ -247,7 +249,8 @@ def test_job_gpus_share_the_notebook_quota(jobs_hub: Hub):
     opts = bob.call("GET", "options").json()
     assert "groups" in opts, opts
     assert opts["groups"] == [{"group": "vision", "left": 0, "quota": 2}]
-    assert {"slug": "a100", "display_name": "A100", "free": 2, "total": 4} in opts["gpu_types"]
+    a100 = next(t for t in opts["gpu_types"] if t["slug"] == "a100")
+    assert (a100["display_name"], a100["free"], a100["total"]) == ("A100", 2, 4)
     (jobs_hub.data_dir / "users" / "alice" / "release-gpu").touch()
     assert alice.wait(job["id"], ("Succeeded", "Failed"))["state"] == "Succeeded"
     assert ledger_keys(jobs_hub) == {}
@@ -366,3 +369,30 @@ def test_a_job_whose_env_lacks_its_framework_is_refused_before_anything_starts(
     # the dialog's options say which image runs which framework
     images = {i["slug"]: i["frameworks"] for i in alice.call("GET", "options").json()["images"]}
     assert images["bare"] == [] and "pytorch" in images["python"], images
+
+
+def form_data(hub: Hub, user: str) -> dict[str, Any]:
+    """The live numbers the spawn form embeds for ``user``."""
+    page = login(hub, user).get(f"{hub.url}/hub/spawn", timeout=10).text
+    m = re.search(r'<script id="gh-data" type="application/json">(.*?)</script>', page, re.S)
+    assert m, page
+    return dict(json.loads(m.group(1)))
+
+
+def test_dialog_and_form_show_the_same_quota_left_per_type(jobs_hub: Hub):
+    """nlp may use 4 GPUs but only 1 H100: once carol's server holds the H100, both the
+    spawn form and the job dialog say nlp has 0 H100 left (and 3 A100)."""
+    carol = jobs_hub.token("carol")
+    r = spawn(jobs_hub, "carol", carol, {"profile": "gpu", "gpu_type": "h100", "gpus": 1})
+    assert r.status_code in (201, 202), r.text
+    form = {
+        (t["slug"], g["group"]): g["left"]
+        for p in form_data(jobs_hub, "alice")["profiles"]
+        for t in p["gpu_types"]
+        for g in t["groups"]
+    }
+    opts = Jobs(jobs_hub, "alice").call("GET", "options").json()
+    dialog = {(t["slug"], g["group"]): g["left"] for t in opts["gpu_types"] for g in t["groups"]}
+    assert form[("h100", "nlp")] == 0 and form[("a100", "nlp")] == 3
+    assert dialog == form
+    assert {g["group"]: g["left"] for g in opts["groups"]} == {"vision": 2, "nlp": 3}
