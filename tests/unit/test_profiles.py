@@ -36,13 +36,6 @@ def test_form_strings_and_ints_accepted(config):
     )
     assert (r.image.slug, r.gpus, r.gpu_type, r.group) == ("tf", 2, "h100", "nlp")
     assert validate_options(config, "alice", ["vision"], {"profile": "gpu", "gpus": 4}).gpus == 4
-    assert r.as_user_options() == {
-        "profile": "gpu",
-        "image": "tf",
-        "gpus": 2,
-        "gpu_type": "h100",
-        "group": "nlp",
-    }
 
 
 @pytest.mark.parametrize(
