@@ -11,7 +11,6 @@ from tornado import web
 
 from ..errors import GpuhubError, OptionError, QuotaDenied
 from .errors import JobFinished, JobNotFound, NotYourJob
-from .policy import validate_job
 from .records import Job
 from .service import Caller, JobsService
 
@@ -27,6 +26,10 @@ class BaseHandler(web.RequestHandler):
     def service(self) -> JobsService:
         svc: JobsService = self.settings["gpuhub_jobs"]
         return svc
+
+    def set_default_headers(self) -> None:
+        """Every answer is JSON and must never be sniffed as anything else."""
+        self.set_header("X-Content-Type-Options", "nosniff")
 
     def check_xsrf_cookie(self) -> None:
         """Token-authenticated API: no cookies are accepted, so no XSRF check."""
@@ -99,19 +102,7 @@ class JobsHandler(BaseHandler):
         self.write_json({"jobs": [j.to_json() for j in jobs]})
 
     async def post(self) -> None:
-        try:
-            body = json.loads(self.request.body or b"null")
-        except ValueError as e:
-            raise OptionError("body", f"is not valid JSON: {e}") from e
-        spec = validate_job(
-            self.service.gpuhub,
-            self.caller.name,
-            self.caller.groups,
-            body,
-            job_id=secrets.token_hex(6),
-            max_workers=self.service.max_workers,
-            server_image=self.caller.server_image,
-        )
+        spec = await self.service.job_spec(self.caller, self.request.body, secrets.token_hex(6))
         await self.service.backend.preflight(spec)
         job = await self.service.backend.submit(spec, self.caller.groups)
         self.write_json(job.to_json(), 201)

@@ -19,8 +19,9 @@ from ..ledger import Ledger
 from ..model import GpuhubConfig
 from ..profiles import default_image, visible_profiles
 from .backends.base import JobBackend
-from .errors import HubUnavailable, NotAllowed, NotAuthenticated
-from .policy import FRAMEWORKS
+from .errors import HubUnavailable, NotAllowed, NotAuthenticated, TooLarge
+from .offloop import ProcessRunner
+from .policy import FRAMEWORKS, JobSpec, job_from_request
 
 _TOKEN = re.compile(r"(?:token|bearer)\s+(\S+)", re.IGNORECASE)
 
@@ -37,7 +38,8 @@ class Caller:
 
 class JobsService:
     """The service's state: ``active`` the gpuhub config (re-read when the file changes),
-    ``hub_auth`` a :class:`jupyterhub.services.auth.HubOAuth`."""
+    ``hub_auth`` a :class:`jupyterhub.services.auth.HubOAuth`, ``runner`` where request
+    bodies are parsed, validated and converted (off the event loop)."""
 
     def __init__(
         self,
@@ -45,8 +47,12 @@ class JobsService:
         backend: JobBackend,
         hub_auth: Any,
         max_workers: int,
+        runner: ProcessRunner,
+        max_notebook_bytes: int,
     ) -> None:
         self.active = active
+        self.runner = runner
+        self.max_notebook_bytes = max_notebook_bytes
         self.backend = backend
         self.in_flight = 0
         self._idle = asyncio.Event()
@@ -126,6 +132,28 @@ class JobsService:
             ) from e
         data: dict[str, Any] = json.loads(r.body)
         return data
+
+    async def job_spec(self, caller: Caller, raw: bytes, job_id: str) -> JobSpec:
+        """The validated job of a ``POST api/jobs`` body, its notebook converted: in a
+        worker process, so that a large notebook never stalls other users' requests.
+        A body over ``max_notebook_bytes`` is refused (413) before any work."""
+        if len(raw) > self.max_notebook_bytes:
+            raise TooLarge(
+                "notebook",
+                f"the request is {len(raw) / 2**20:.1f} MiB; a notebook may be at most "
+                f"{self.max_notebook_bytes / 2**20:.1f} MiB (c.JobsApp.max_notebook_bytes)",
+            )
+        return await self.runner.run(
+            "notebook",
+            job_from_request,
+            self.gpuhub,
+            caller.name,
+            caller.groups,
+            raw,
+            job_id=job_id,
+            max_workers=self.max_workers,
+            server_image=caller.server_image,
+        )
 
     def _live(self) -> tuple[Ledger, dict[str, tuple[int, int | None]]]:
         """The backend's ledger and capacity (blocking on one machine: a thread's job)."""
