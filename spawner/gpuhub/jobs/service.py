@@ -201,10 +201,10 @@ class JobsService:
         gpu_profiles = [p for p in visible if p.gpu is not None]
         image = None
         if visible:
-            slugs = {s for p in visible for s in p.images}
+            offered = {s for p in visible for s in p.images}
             img = (
                 cfg.images[caller.server_image]
-                if caller.server_image in slugs and caller.server_image in cfg.images
+                if caller.server_image in offered and caller.server_image in cfg.images
                 else default_image(cfg, (gpu_profiles or visible)[0])
             )
             image = {"slug": img.slug, "display_name": img.display_name}
