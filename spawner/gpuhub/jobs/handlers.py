@@ -117,6 +117,8 @@ class JobHandler(BaseHandler):
         if job.done:
             raise JobFinished(job_id, job.state)
         job = await self.service.backend.cancel(job)
+        if job.state != "Cancelled":  # it ended on its own before the backend could stop it
+            raise JobFinished(job_id, job.state)
         self.write_json(job.to_json(), 202)
 
 
