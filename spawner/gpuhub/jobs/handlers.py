@@ -123,12 +123,17 @@ class JobHandler(BaseHandler):
 
 
 class LogsHandler(BaseHandler):
+    """``GET api/jobs/{id}/logs?worker=N``: the API's ``worker`` (query and answer) is the
+    index of a *log stream*, and ``workers`` their number.  A stream is one rank on one
+    machine (``workers × gpus_per_worker`` ranks for a PyTorch GPU job, one per worker
+    otherwise) and one worker pod on Kubernetes; the names stay for API compatibility."""
+
     async def get(self, job_id: str) -> None:
         job = await self.own_job(job_id, action=False)
-        worker = _int_arg(self.get_query_argument("worker", "0"), "worker", 0, 10_000)
+        stream = _int_arg(self.get_query_argument("worker", "0"), "worker", 0, 10_000)
         tail = _int_arg(self.get_query_argument("tail", "200"), "tail", 1, 10_000)
-        lines, streams = await self.service.backend.logs(job, worker, tail)
-        self.write_json({"worker": worker, "lines": lines, "workers": streams})
+        lines, streams = await self.service.backend.logs(job, stream, tail)
+        self.write_json({"worker": stream, "lines": lines, "workers": streams})
 
 
 def _int_arg(value: str, field: str, lo: int, hi: int) -> int:

@@ -63,7 +63,11 @@ _SHELL = re.compile(r"^\s*(?:[A-Za-z_][A-Za-z0-9_, ]*=\s*)?!{1,2}")
 
 @dataclass(frozen=True)
 class JobSpec:
-    """A job request after validation: every value is known to be allowed."""
+    """A job request after validation: every value is known to be allowed.
+
+    ``workers`` are the API's workers: a worker pod each on Kubernetes; on one machine a
+    torchrun node of ``gpus_per_worker`` ranks (one rank for CPU workers), or one
+    TensorFlow worker process.  ``gpus_per_worker`` is per worker, not per rank."""
 
     id: str
     user: str
@@ -368,7 +372,7 @@ def validate_job(
 
 
 def cpu_workers(job: Job | JobSpec) -> int:
-    """CPU worker processes of a job: one per worker of a CPU job, none on GPUs."""
+    """CPU worker processes (ranks) of a job: one per worker of a CPU job, none on GPUs."""
     return 0 if job.gpus_per_worker else job.workers
 
 
