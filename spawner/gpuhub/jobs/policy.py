@@ -1,8 +1,10 @@
 """Validation of a job request (the ``POST api/jobs`` body) and notebook → script.
 
-Pure: no I/O.  Every value is checked against allow-lists built from the user's *current*
-groups, by exact equality, exactly like notebook ``user_options``
-(:func:`gpuhub.profiles.validate_options`).  The result, :class:`JobSpec`, carries a
+Pure: no I/O (CPU-bound: the service runs it in a worker process, see
+:mod:`gpuhub.jobs.offloop`).  Profile, image, GPU type and count and group are decided by
+:func:`gpuhub.profiles.resolve_request`, the one function that decides notebook
+``user_options`` too; this module adds only the job's own fields.  The result,
+:class:`JobSpec`, carries a
 :class:`~gpuhub.model.SpawnRequest` for the ledger (``gpus = workers × gpus_per_worker``,
 key ``job:<id>``, kind ``"job"``).
 
