@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -301,3 +302,45 @@ def test_deeply_nested_body_is_a_400_naming_the_body(depth):
         parse_body(b"[" * depth + b"]" * depth)
     assert e.value.field == "body"
     assert parse_body(b"[" * 100 + b"]" * 100)
+
+
+@pytest.fixture
+def split(raw) -> GpuhubConfig:
+    """vision's GPU profile offers torch and tf on A100 and H100; nlp's only torch on A100."""
+    from gpuhub.config import parse_config
+
+    raw["profiles"][1]["groups"] = ["vision"]
+    raw["profiles"].append(
+        {
+            "slug": "nlp-gpu",
+            "display_name": "NLP GPU",
+            "images": ["torch"],
+            "groups": ["nlp"],
+            "gpu": {"types": ["a100"], "counts": [1, 2]},
+        }
+    )
+    return parse_config(raw)
+
+
+@pytest.mark.parametrize("image", ["torch", "tf", "scipy"])
+@pytest.mark.parametrize("gpu_type", ["a100", "h100"])
+@pytest.mark.parametrize("gpus", [1, 2, 4])
+@pytest.mark.parametrize("group", ["vision", "nlp"])
+def test_a_job_gets_exactly_what_a_notebook_would(split, image, gpu_type, gpus, group):
+    """One decision: a GPU job is accepted iff a notebook of the same choices on one of
+    the user's profiles is, and gets that notebook's profile, image, type and group."""
+    choice = {"image": image, "gpu_type": gpu_type, "group": group}
+    groups = ["vision", "nlp"]
+    try:
+        spec = job(split, user="alice", groups=groups, gpus_per_worker=gpus, **choice)
+    except OptionError:
+        spec = None
+    notebooks = []
+    for profile in ("gpu", "nlp-gpu"):
+        with contextlib.suppress(OptionError):
+            options = {"profile": profile, "gpus": gpus, **choice}
+            notebooks.append(validate_options(split, "alice", groups, options))
+    if spec is None:
+        assert notebooks == []
+    else:
+        assert notebooks and spec.ledger_request() == replace(notebooks[0], gpus=2 * gpus)
