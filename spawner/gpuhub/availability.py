@@ -59,7 +59,7 @@ def availability(
                 gs = [
                     {
                         "group": r.group,
-                        "left": r.group_left or 0,
+                        "left": max(0, r.group_left or 0),
                         "quota": (
                             q.per_type.get(t, q.gpus)
                             if (q := config.quotas.for_group(r.group or ""))
@@ -69,6 +69,8 @@ def availability(
                     for r in rooms
                 ]
                 user_left = rooms[0].user_left if rooms else None
+                if user_left is not None:
+                    user_left = max(0, user_left)
                 name = config.gpu_types[t].display_name
                 counts = []
                 for n in p.gpu.counts:

@@ -74,13 +74,14 @@ def _profile_ctx(
 def options_from_form(formdata: Mapping[str, list[str]]) -> dict[str, str]:
     """Map the form's fields (``image--<profile>`` …) to ``user_options``.
 
-    Only the chosen profile's fields are read; values are *not* trusted here — the
-    spawner validates them in ``start()``.
+    Only the chosen profile's fields are read; a field left empty (the group's "first
+    group with room") is left out, never sent as ``""`` (which validation refuses).
+    Values are *not* trusted here: the spawner validates them in ``start()``.
     """
     profile = (formdata.get("profile") or [""])[0]
-    options = {"profile": profile}
+    options = {"profile": profile} if profile else {}
     for key in OPTION_KEYS:
-        if key == "profile":
+        if key == "profile" or not profile:
             continue
         values = formdata.get(f"{key}--{profile}")
         if values and values[0] != "":

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from .errors import QuotaDenied
-from .model import Allocation, GpuhubConfig, Kind, Profile, SpawnRequest
+from .model import Allocation, GpuhubConfig, Kind, SpawnRequest
 from .profiles import chargeable_groups
-from .quota import Room, Usage, decide, room
+from .quota import Usage, decide
 
 
 @dataclass(frozen=True)
@@ -57,21 +57,6 @@ class Ledger:
             return None
         taken = {d for a in self.totals for d in a.devices}
         return [d.index for d in self.devices if d.type == gpu_type and d.index not in taken]
-
-    def room(self, user: str, groups: Iterable[str], profile: Profile, gpu_type: str) -> list[Room]:
-        """What ``user`` could still get on ``profile`` for each chargeable group."""
-        free = self.free_devices(gpu_type)
-        return [
-            room(
-                self.config,
-                self.totals,
-                user=user,
-                group=g,
-                gpu_type=gpu_type,
-                free_devices=None if free is None else len(free),
-            )
-            for g in chargeable_groups(self.config, groups, profile)
-        ]
 
     # -- writing (synchronous: no await between check and reserve) --------------------
     def reserve(

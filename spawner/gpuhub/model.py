@@ -158,16 +158,6 @@ class SpawnRequest:
     gpus: int
     group: str | None
 
-    def as_user_options(self) -> dict[str, str | int]:
-        """The canonical options, as stored by the hub and re-validated on restart."""
-        opts: dict[str, str | int] = {"profile": self.profile.slug, "image": self.image.slug}
-        if self.gpus:
-            opts["gpus"] = self.gpus
-            opts["gpu_type"] = self.gpu_type or ""
-        if self.group:
-            opts["group"] = self.group
-        return opts
-
 
 @dataclass(frozen=True)
 class Allocation:

@@ -32,11 +32,6 @@ class Room:
     user_left: int | None
     free_devices: int | None
 
-    @property
-    def available(self) -> int:
-        limits = [x for x in (self.group_left, self.user_left, self.free_devices) if x is not None]
-        return max(0, min(limits)) if limits else 0
-
 
 class Usage:
     """Allocations by key with running totals per group, group and type, and user, so a
@@ -85,23 +80,6 @@ class Usage:
 
     def __len__(self) -> int:
         return len(self._allocs)
-
-
-def used_by(
-    usage: Iterable[Allocation],
-    *,
-    group: str | None = None,
-    user: str | None = None,
-    gpu_type: str | None = None,
-) -> int:
-    """GPUs held by allocations matching every given filter."""
-    return sum(
-        a.gpus
-        for a in usage
-        if (group is None or a.group == group)
-        and (user is None or a.user == user)
-        and (gpu_type is None or a.gpu_type == gpu_type)
-    )
 
 
 def _clock(t: datetime | None) -> str:

@@ -26,7 +26,7 @@ from kubernetes import client
 from gpuhub.activeconfig import ActiveConfig
 from gpuhub.errors import QuotaDenied
 from gpuhub.jobs.backends.kubeflow import KubeflowJobBackend
-from gpuhub.jobs.policy import validate_job
+from gpuhub.jobs.policy import notebook_to_script, validate_job
 from gpuhub.kube.labels import allocation_from_pod, label_value
 from gpuhub.kube.ledger import KubeLedgerBackend
 from gpuhub.model import SpawnRequest
@@ -68,6 +68,15 @@ def active(tmp_path: Path) -> ActiveConfig:
     return ActiveConfig(path)
 
 
+HELLO = "print('hello')"
+
+
+def one_cell_notebook(source: str) -> dict[str, Any]:
+    """A one-cell notebook (the job's script is what nbconvert makes of it)."""
+    cell = {"id": "c1", "cell_type": "code", "metadata": {}, "source": source, "outputs": []}
+    return {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [cell]}
+
+
 def spec(cfg, user: str, job_id: str, workers: int):
     body = {
         "framework": "pytorch",
@@ -78,7 +87,12 @@ def spec(cfg, user: str, job_id: str, workers: int):
         "path": "exp/train.ipynb",
     }
     return validate_job(
-        cfg, user, ["vision"], body, job_id=job_id, max_workers=8, script="print('hello')\n"
+        cfg,
+        user,
+        ["vision"],
+        {**body, "notebook": one_cell_notebook(HELLO)},
+        job_id=job_id,
+        max_workers=8,
     )
 
 
@@ -130,7 +144,7 @@ async def test_pytorchjob_accepted_and_counted(
         cm = client.CoreV1Api(k8s_cluster.api).read_namespaced_config_map(
             "gpuhub-job-aa01-script", namespace
         )
-        assert cm.data == {"script.py": "print('hello')\n"}
+        assert cm.data == {"script.py": notebook_to_script(one_cell_notebook(HELLO))}
         assert cm.metadata.owner_references[0].uid == obj["metadata"]["uid"]
         # the group's 4 GPUs are taken by 2 workers × 2: the next job is denied with
         # the notebook explanation
@@ -314,7 +328,12 @@ async def test_pytorchjob_runs_ddp_on_the_process_node(
     }
     try:
         spec = validate_job(
-            cfg, "alice", ["vision"], body, job_id=job_id, max_workers=8, script=DDP_SCRIPT
+            cfg,
+            "alice",
+            ["vision"],
+            {**body, "notebook": one_cell_notebook(DDP_SCRIPT)},
+            job_id=job_id,
+            max_workers=8,
         )
         job = await backend.submit(spec, ["vision"])
         selector = f"{JOB_LABEL}={name}"
@@ -392,10 +411,9 @@ async def test_pytorchjob_runs_ddp_on_the_process_node(
                     cfg,
                     "bob",
                     ["vision"],
-                    {**body, "workers": 3},
+                    {**body, "workers": 3, "notebook": one_cell_notebook("print(1)")},
                     job_id="zz01",
                     max_workers=8,
-                    script="print(1)\n",
                 ),
                 ["vision"],
             )

@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from test_local_hub import ledger_keys, spawn
+from test_local_hub import ledger_keys, login, spawn
 
 from hubproc import Hub, auth
 from localconfig import CONFIG
@@ -247,7 +250,8 @@ def test_job_gpus_share_the_notebook_quota(jobs_hub: Hub):
     opts = bob.call("GET", "options").json()
     assert "groups" in opts, opts
     assert opts["groups"] == [{"group": "vision", "left": 0, "quota": 2}]
-    assert {"slug": "a100", "display_name": "A100", "free": 2, "total": 4} in opts["gpu_types"]
+    a100 = next(t for t in opts["gpu_types"] if t["slug"] == "a100")
+    assert (a100["display_name"], a100["free"], a100["total"]) == ("A100", 2, 4)
     (jobs_hub.data_dir / "users" / "alice" / "release-gpu").touch()
     assert alice.wait(job["id"], ("Succeeded", "Failed"))["state"] == "Succeeded"
     assert ledger_keys(jobs_hub) == {}
@@ -366,3 +370,112 @@ def test_a_job_whose_env_lacks_its_framework_is_refused_before_anything_starts(
     # the dialog's options say which image runs which framework
     images = {i["slug"]: i["frameworks"] for i in alice.call("GET", "options").json()["images"]}
     assert images["bare"] == [] and "pytorch" in images["python"], images
+
+
+def form_data(hub: Hub, user: str) -> dict[str, Any]:
+    """The live numbers the spawn form embeds for ``user``."""
+    page = login(hub, user).get(f"{hub.url}/hub/spawn", timeout=10).text
+    m = re.search(r'<script id="gh-data" type="application/json">(.*?)</script>', page, re.S)
+    assert m, page
+    return dict(json.loads(m.group(1)))
+
+
+def test_dialog_and_form_show_the_same_quota_left_per_type(jobs_hub: Hub):
+    """nlp may use 4 GPUs but only 1 H100: once carol's server holds the H100, both the
+    spawn form and the job dialog say nlp has 0 H100 left (and 3 A100)."""
+    carol = jobs_hub.token("carol")
+    r = spawn(jobs_hub, "carol", carol, {"profile": "gpu", "gpu_type": "h100", "gpus": 1})
+    assert r.status_code in (201, 202), r.text
+    form = {
+        (t["slug"], g["group"]): g["left"]
+        for p in form_data(jobs_hub, "alice")["profiles"]
+        for t in p["gpu_types"]
+        for g in t["groups"]
+    }
+    opts = Jobs(jobs_hub, "alice").call("GET", "options").json()
+    dialog = {(t["slug"], g["group"]): g["left"] for t in opts["gpu_types"] for g in t["groups"]}
+    assert form[("h100", "nlp")] == 0 and form[("a100", "nlp")] == 3
+    assert dialog == form
+    assert {g["group"]: g["left"] for g in opts["groups"]} == {"vision": 2, "nlp": 3}
+
+
+def big_notebook(cells: int) -> dict[str, Any]:
+    """A plain notebook of ``cells`` ten-line code cells (about 540 bytes each)."""
+    lines = "\n".join(f"x{j} = {j} * 2  # a comment that makes the line longer" for j in range(10))
+    return notebook(*([lines] * cells))
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and its descendants (from /proc: those alive,
+    and the children they reaped)."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(entry.name)] = int(fields[1])
+                ticks[int(entry.name)] = sum(map(int, fields[11:15]))  # + reaped children
+    tree, grew = {pid}, True
+    while grew:
+        more = {p for p, pp in parents.items() if pp in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_large_notebook_does_not_stall_other_users(jobs_hub: Hub):
+    """While alice's 2 MB notebook converts (seconds of CPU), bob's GET api/options is
+    answered before the conversion ends: once the service has spent a second of CPU on
+    it, bob asks, and after bob's answer the conversion still has work left (an
+    ordering told by CPU seconds of the service and its children, not by a clock)."""
+    alice, bob = Jobs(jobs_hub, "alice"), Jobs(jobs_hub, "bob")
+    assert bob.call("GET", "options").status_code == 200  # warm: bob's first answer
+    nb = big_notebook(4000)
+    assert 2_000_000 < len(json.dumps(nb)) < 3_000_000
+    service = service_pid(jobs_hub)
+    assert service is not None
+    before = tree_cpu_seconds(service)
+    with ThreadPoolExecutor(1) as pool:
+        # this venv has no TensorFlow: refused right after the conversion, nothing runs
+        post = pool.submit(alice.submit, nb, workers=1, framework="tensorflow")
+        while tree_cpu_seconds(service) < before + 1 and not post.done():
+            time.sleep(0.05)
+        assert not post.done(), post.result().text
+        r = bob.call("GET", "options")
+        assert r.status_code == 200, r.text
+        answered = tree_cpu_seconds(service)
+        r = post.result()
+    assert r.status_code == 400 and "tensorflow" in r.json()["message"], r.text
+    left = tree_cpu_seconds(service) - answered
+    print(f"CPU: {answered - before:.2f} s before bob's answer, {left:.2f} s after")
+    assert left >= 0.5, f"bob was answered after the conversion (then {left:.2f} s CPU)"
+
+
+def test_request_limits_answer_400_or_413_naming_the_field(jobs_hub: Hub):
+    bob = Jobs(jobs_hub, "bob")
+    deep = b"[" * 200_000 + b"]" * 200_000
+    r = requests.post(
+        f"{bob.base}/jobs",
+        data=b'{"notebook": ' + deep + b"}",
+        headers={**auth(bob.token), "Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == "body"
+    r = bob.call("POST", "jobs", data=b"x" * (17 << 20))  # over the 16 MiB default
+    assert r.status_code == 413, r.text
+    assert r.json()["field"] == "notebook" and "16.0 MiB" in r.json()["message"]
+    # explicit null / "" are refused by name (null stays "default" where the API allows it)
+    for field, value in (("gpu_type", ""), ("workers", None), ("path", "")):
+        r = bob.submit(DDP, **{field: value})
+        assert r.status_code == 400 and r.json()["field"] == field, r.text
+    # every answer of the job API carries nosniff: success, errors, unknown paths, 401
+    for method, path, token in (
+        ("GET", "options", bob.token),
+        ("GET", "jobs/0123", bob.token),
+        ("GET", "nope", bob.token),
+        ("GET", "jobs", "wrong"),
+    ):
+        r = requests.request(method, f"{bob.base}/{path}", headers=auth(token), timeout=30)
+        assert r.headers.get("X-Content-Type-Options") == "nosniff", (path, r.status_code)

@@ -189,6 +189,11 @@ FORGED = [
     ({"profile": "gpu\n"}, 400, "profile"),  # trailing newline
     ({"profile": "gpu", "gpu_type": "a100\n"}, 400, "gpu_type"),
     ({"profile": "cpu", "extra_resource_limits": {"nvidia.com/gpu": 8}}, 400, "extra_resource"),
+    # explicit null / "" is no way to ask for the default (README: a 400 naming the field)
+    ({"profile": None}, 400, "profile: must not be null or empty"),
+    ({"profile": "gpu", "image": ""}, 400, "image: must not be null or empty"),
+    ({"profile": "gpu", "gpus": None}, 400, "gpus: must not be null or empty"),
+    ({"profile": "gpu", "group": ""}, 400, "group: must not be null or empty"),
 ]
 
 

@@ -115,6 +115,7 @@ async def test_with_an_event_loop_the_file_is_read_off_the_loop(cfg_file: Path, 
 
 def test_jobs_service_and_backend_read_it_per_request(cfg_file: Path, raw, tmp_path: Path):
     from gpuhub.jobs.backends.base import JobBackend
+    from gpuhub.jobs.offloop import ProcessRunner
     from gpuhub.jobs.service import JobsService
 
     class Backend(JobBackend):
@@ -125,7 +126,8 @@ def test_jobs_service_and_backend_read_it_per_request(cfg_file: Path, raw, tmp_p
 
     holder = ActiveConfig(cfg_file, interval=0)
     backend = Backend(active=holder, data_dir=tmp_path)
-    service = JobsService(holder, backend, hub_auth=None, max_workers=8)
+    runner = ProcessRunner(workers=1, time_limit=10.0)
+    service = JobsService(holder, backend, None, 8, runner, max_notebook_bytes=1 << 20)
     assert service.gpuhub is backend.gpuhub is holder.config
     raw["gpu_types"]["b200"] = {"display_name": "B200", "node_label": "NVIDIA-B200"}
     write(cfg_file, raw)

@@ -22,7 +22,7 @@ from gpuhub.jobs.manifests import (
     make_script_configmap,
     safe_label,
 )
-from gpuhub.jobs.policy import validate_job
+from gpuhub.jobs.policy import notebook_to_script, validate_job
 
 ADMIN_TEMPLATE = {
     "spec": {
@@ -40,6 +40,16 @@ ADMIN_TEMPLATE = {
 SETTINGS = KubeJobSettings(namespace="team", pod_template=ADMIN_TEMPLATE, kueue_queue=None)
 
 
+NOTEBOOK = {
+    "nbformat": 4,
+    "nbformat_minor": 5,
+    "metadata": {},
+    "cells": [
+        {"id": "c1", "cell_type": "code", "metadata": {}, "source": "print('hi')", "outputs": []}
+    ],
+}
+
+
 def spec(config, user="bob", **body):
     from gpuhub.kube.objects import placement_terms
     from gpuhub.profiles import validate_options
@@ -50,10 +60,15 @@ def spec(config, user="bob", **body):
             config, "bob", ["vision"], {"profile": "gpu", "image": "torch", "gpu_type": "a100"}
         ),
     )
-    body = {"framework": "pytorch", "workers": 2, "gpus_per_worker": 2, "gpu_type": "a100", **body}
-    return validate_job(
-        config, user, ["vision"], body, job_id="0a1b2c", max_workers=8, script="print('hi')\n"
-    )
+    body = {
+        "framework": "pytorch",
+        "workers": 2,
+        "gpus_per_worker": 2,
+        "gpu_type": "a100",
+        "notebook": NOTEBOOK,
+        **body,
+    }
+    return validate_job(config, user, ["vision"], body, job_id="0a1b2c", max_workers=8)
 
 
 LABELS = {
@@ -235,7 +250,7 @@ def test_script_configmap_owned_by_the_job(config):
                 }
             ],
         },
-        "data": {"script.py": "print('hi')\n"},
+        "data": {"script.py": notebook_to_script(NOTEBOOK)},
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +14,7 @@ from gpuhub.jobs.backends.local import launch_plan, streams
 from gpuhub.jobs.policy import check_cpu_workers, notebook_to_script, validate_job
 from gpuhub.jobs.records import Job
 from gpuhub.model import GpuhubConfig
+from gpuhub.profiles import validate_options
 
 
 def nb(*sources: str) -> dict[str, Any]:
@@ -21,23 +23,27 @@ def nb(*sources: str) -> dict[str, Any]:
         "nbformat_minor": 5,
         "metadata": {},
         "cells": [
-            {"cell_type": "markdown", "metadata": {}, "source": "# title"},
+            {"id": "m", "cell_type": "markdown", "metadata": {}, "source": "# title"},
             *(
                 {
+                    "id": f"c{i}",
                     "cell_type": "code",
                     "metadata": {},
                     "source": s,
                     "outputs": [],
                     "execution_count": None,
                 }
-                for s in sources
+                for i, s in enumerate(sources)
             ),
         ],
     }
 
 
+NB = nb("print(1)")
+
+
 def job(config: GpuhubConfig, user: str = "bob", groups=("vision",), job_id="abc123", **body: Any):
-    body = {"framework": "pytorch", "workers": 2, "gpus_per_worker": 1, **body}
+    body = {"framework": "pytorch", "workers": 2, "gpus_per_worker": 1, "notebook": NB, **body}
     return validate_job(
         config,
         user,
@@ -46,7 +52,6 @@ def job(config: GpuhubConfig, user: str = "bob", groups=("vision",), job_id="abc
         job_id=job_id,
         max_workers=8,
         server_image=body.pop("_server_image", None),
-        script="print(1)\n",
     )
 
 
@@ -124,7 +129,7 @@ def test_user_without_profiles_is_refused(config):
 def test_max_workers_is_configurable(config):
     with pytest.raises(OptionError, match="1..2"):
         validate_job(
-            config, "bob", ["vision"], {"workers": 3}, job_id="x", max_workers=2, script=""
+            config, "bob", ["vision"], {"workers": 3, "notebook": NB}, job_id="x", max_workers=2
         )
 
 
@@ -235,3 +240,107 @@ def test_local_launch_plans(config, tmp_path):
         '{"cluster":{"worker":["127.0.0.1:1111","127.0.0.1:2222"]},'
         '"task":{"type":"worker","index":1}}'
     )
+
+
+def test_group_cannot_switch_to_a_profile_without_the_image(raw):
+    """The image and the group are checked against ONE profile: a group whose profile
+    does not offer the image cannot be used to get it (as for notebooks)."""
+    from gpuhub.config import parse_config
+
+    raw["profiles"][1]["groups"] = ["vision"]  # gpu: torch, tf
+    raw["profiles"].append(
+        {
+            "slug": "nlp-gpu",
+            "display_name": "NLP GPU",
+            "images": ["torch"],
+            "groups": ["nlp"],
+            "gpu": {"types": ["a100"], "counts": [1]},
+        }
+    )
+    cfg = parse_config(raw)
+    with pytest.raises(OptionError) as e:
+        job(cfg, user="alice", groups=("vision", "nlp"), image="tf", group="nlp", gpu_type="a100")
+    assert e.value.field == "group"
+    with pytest.raises(OptionError) as e:
+        validate_options(cfg, "alice", ["vision", "nlp"], {"profile": "nlp-gpu", "image": "tf"})
+    assert e.value.field == "image"
+    ok = job(cfg, user="alice", groups=("vision", "nlp"), image="torch", group="nlp")
+    assert (ok.profile.slug, ok.image.slug, ok.group) == ("nlp-gpu", "torch", "nlp")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"gpu_type": ""},
+        {"group": ""},
+        {"image": ""},
+        {"workers": None},
+        {"framework": ""},
+        {"framework": None},
+        {"gpus_per_worker": None},
+        {"args": None},
+        {"path": ""},
+        {"notebook": None},
+    ],
+)
+def test_explicit_null_or_empty_job_fields_are_refused_by_name(config, body):
+    [(field, _)] = body.items()
+    assert refused(config, **body) == field
+
+
+def test_null_means_default_where_the_jobs_api_allows_it(config):
+    # docs/jobs-api.md: gpu_type, group and image are str|null (the dialog sends null)
+    spec = job(config, gpus_per_worker=0, gpu_type=None, group=None, image=None)
+    assert (spec.gpu_type, spec.group, spec.image.slug) == (None, None, "scipy")
+
+
+@pytest.mark.parametrize("depth", [200_000, 101])
+def test_deeply_nested_body_is_a_400_naming_the_body(depth):
+    from gpuhub.jobs.policy import parse_body
+
+    with pytest.raises(OptionError) as e:
+        parse_body(b"[" * depth + b"]" * depth)
+    assert e.value.field == "body"
+    assert parse_body(b"[" * 100 + b"]" * 100)
+
+
+@pytest.fixture
+def split(raw) -> GpuhubConfig:
+    """vision's GPU profile offers torch and tf on A100 and H100; nlp's only torch on A100."""
+    from gpuhub.config import parse_config
+
+    raw["profiles"][1]["groups"] = ["vision"]
+    raw["profiles"].append(
+        {
+            "slug": "nlp-gpu",
+            "display_name": "NLP GPU",
+            "images": ["torch"],
+            "groups": ["nlp"],
+            "gpu": {"types": ["a100"], "counts": [1, 2]},
+        }
+    )
+    return parse_config(raw)
+
+
+@pytest.mark.parametrize("image", ["torch", "tf", "scipy"])
+@pytest.mark.parametrize("gpu_type", ["a100", "h100"])
+@pytest.mark.parametrize("gpus", [1, 2, 4])
+@pytest.mark.parametrize("group", ["vision", "nlp"])
+def test_a_job_gets_exactly_what_a_notebook_would(split, image, gpu_type, gpus, group):
+    """One decision: a GPU job is accepted iff a notebook of the same choices on one of
+    the user's profiles is, and gets that notebook's profile, image, type and group."""
+    choice = {"image": image, "gpu_type": gpu_type, "group": group}
+    groups = ["vision", "nlp"]
+    try:
+        spec = job(split, user="alice", groups=groups, gpus_per_worker=gpus, **choice)
+    except OptionError:
+        spec = None
+    notebooks = []
+    for profile in ("gpu", "nlp-gpu"):
+        with contextlib.suppress(OptionError):
+            options = {"profile": profile, "gpus": gpus, **choice}
+            notebooks.append(validate_options(split, "alice", groups, options))
+    if spec is None:
+        assert notebooks == []
+    else:
+        assert notebooks and spec.ledger_request() == replace(notebooks[0], gpus=2 * gpus)

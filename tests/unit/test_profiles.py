@@ -36,13 +36,6 @@ def test_form_strings_and_ints_accepted(config):
     )
     assert (r.image.slug, r.gpus, r.gpu_type, r.group) == ("tf", 2, "h100", "nlp")
     assert validate_options(config, "alice", ["vision"], {"profile": "gpu", "gpus": 4}).gpus == 4
-    assert r.as_user_options() == {
-        "profile": "gpu",
-        "image": "tf",
-        "gpus": 2,
-        "gpu_type": "h100",
-        "group": "nlp",
-    }
 
 
 @pytest.mark.parametrize(
@@ -108,3 +101,35 @@ def test_profile_of_other_groups_names_the_groups(config):
         "profile: profile 'gpu' is not available to you (choose one of: cpu): it is for "
         "groups vision, nlp and your groups are none"
     )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"profile": None},
+        {"profile": ""},
+        {"profile": "gpu", "image": ""},
+        {"profile": "gpu", "image": None},
+        {"profile": "gpu", "gpus": ""},
+        {"profile": "gpu", "gpus": None},
+        {"profile": "gpu", "gpu_type": ""},
+        {"profile": "gpu", "group": None},
+        {"profile": "cpu", "gpus": ""},
+    ],
+)
+def test_explicit_null_or_empty_is_refused_by_name(config, options):
+    # README: anything but an allowed value is a 400 naming the field; leaving a field
+    # out is how a client asks for the default
+    field = next(k for k, v in options.items() if v in (None, ""))
+    with pytest.raises(OptionError) as e:
+        validate_options(config, "alice", ["vision"], options)
+    assert (e.value.field, e.value.status) == (field, 400)
+    assert "leave the field out" in e.value.problem
+
+
+def test_the_spawn_form_never_posts_empty_values():
+    from gpuhub.form import options_from_form
+
+    # "first group with room" is the form's empty group option; no profile chosen at all
+    assert options_from_form({"group--gpu": [""], "profile": ["gpu"]}) == {"profile": "gpu"}
+    assert options_from_form({}) == {}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 from jupyter_server.extension.application import ExtensionApp
-from tornado.httpclient import AsyncHTTPClient
 from traitlets import Float, Unicode
 
 from .handlers import JobHandler, JobLogsHandler, JobsHandler, OptionsHandler
@@ -69,10 +68,6 @@ class GpuhubLabApp(ExtensionApp):
     def upstream_token(self) -> str:
         """The token for the jobs service, or ``""``."""
         return self.api_token or os.environ.get("JUPYTERHUB_API_TOKEN", "")
-
-    def http_client(self) -> AsyncHTTPClient:
-        """The HTTP client used to reach the jobs service (the one seam to swap in tests)."""
-        return AsyncHTTPClient()
 
     def initialize_handlers(self) -> None:
         """Register the forwarding routes."""

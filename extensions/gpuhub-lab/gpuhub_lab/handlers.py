@@ -6,7 +6,9 @@ the same shape as the service's: ``{"status": N, "field": str | None, "message":
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote, urlencode
 
@@ -15,7 +17,7 @@ from jupyter_core.utils import ensure_async
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from jupyter_server.utils import url_path_join
-from tornado.httpclient import HTTPClientError, HTTPRequest, HTTPResponse
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 
 if TYPE_CHECKING:
     from .app import GpuhubLabApp
@@ -33,6 +35,14 @@ SUBMIT_FIELDS = frozenset(
 
 #: Query parameters forwarded for the logs route.
 LOG_PARAMS = ("worker", "tail")
+
+
+def inside_root(root: str, path: str) -> bool:
+    """Whether ``path`` (relative to ``root``) still lies inside ``root`` once every
+    symbolic link and ``..`` is resolved (blocking: a few ``lstat`` calls)."""
+    real_root = os.path.realpath(root)
+    target = os.path.realpath(os.path.join(real_root, path.lstrip("/")))
+    return os.path.commonpath([real_root, target]) == real_root
 
 
 def error_body(status: int, message: str, field: str | None = None) -> dict[str, Any]:
@@ -89,7 +99,7 @@ class ForwardingHandler(ExtensionHandlerMixin, APIHandler):
             follow_redirects=False,
         )
         try:
-            response = await self.gpuhub.http_client().fetch(request, raise_error=False)
+            response = await AsyncHTTPClient().fetch(request, raise_error=False)
         except HTTPClientError as e:  # no HTTP answer at all: tornado's 599 (timeout, ...)
             if e.response is None:
                 status = 504 if "timeout" in str(e).lower() else 502
@@ -166,6 +176,14 @@ class JobsHandler(ForwardingHandler):
         path = body.get("path")
         if not isinstance(path, str) or not path.strip():
             self.send_error_body(400, "the notebook path is missing", field="path")
+            return
+        if not await asyncio.to_thread(inside_root, self.contents_manager.root_dir, path):
+            self.send_error_body(
+                403,
+                f"{path} resolves (through a symbolic link or '..') to a file outside this "
+                "server's root directory; only notebooks inside it can be run as jobs",
+                field="path",
+            )
             return
         try:
             model = await ensure_async(

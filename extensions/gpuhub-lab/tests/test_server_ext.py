@@ -243,6 +243,43 @@ async def test_submit_of_a_missing_notebook_is_404_on_path(jp_fetch, service_env
     assert service_env.requests == []
 
 
+@pytest.mark.parametrize("path", ["escape.ipynb", "dir/escape.ipynb", "outdir/train.ipynb"])
+async def test_submit_refuses_a_notebook_linked_from_outside_the_root(
+    jp_fetch, jp_root_dir, tmp_path_factory, service_env, path
+):
+    """A symlink in the user's home to a notebook (or a folder) elsewhere is not read."""
+    outside = tmp_path_factory.mktemp("outside")
+    write_notebook(outside, "train.ipynb")
+    (jp_root_dir / "dir").mkdir()
+    (jp_root_dir / "escape.ipynb").symlink_to(outside / "train.ipynb")
+    (jp_root_dir / "dir" / "escape.ipynb").symlink_to(outside / "train.ipynb")
+    (jp_root_dir / "outdir").symlink_to(outside)
+
+    error = await fetch_error(
+        jp_fetch, "gpuhub", "jobs", method="POST", body=json.dumps({"path": path})
+    )
+
+    assert error.code == 403
+    answer = json.loads(error.response.body)
+    assert answer["field"] == "path" and path in answer["message"]
+    assert service_env.requests == []
+
+
+async def test_submit_follows_a_symlink_that_stays_inside_the_root(
+    jp_fetch, jp_root_dir, service_env
+):
+    write_notebook(jp_root_dir, "real/train.ipynb")
+    (jp_root_dir / "link.ipynb").symlink_to(jp_root_dir / "real" / "train.ipynb")
+    service_env.answer("POST", "api/jobs", 201, {"id": "j-1"})
+
+    response = await jp_fetch(
+        "gpuhub", "jobs", method="POST", body=json.dumps({"path": "link.ipynb"})
+    )
+
+    assert response.code == 201
+    assert service_env.requests[0].json()["notebook"]["nbformat"] == 4
+
+
 @pytest.mark.parametrize("body", ["not json", "[1, 2]", json.dumps({"framework": "pytorch"})])
 async def test_submit_with_a_bad_body_is_400(jp_fetch, service_env, body):
     error = await fetch_error(jp_fetch, "gpuhub", "jobs", method="POST", body=body)

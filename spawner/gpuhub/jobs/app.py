@@ -22,6 +22,7 @@ from ..config import CONFIG_ENV
 from .backends.base import JobBackend
 from .errors import JobNotFound
 from .handlers import BaseHandler, routes
+from .offloop import ProcessRunner
 from .service import JobsService
 from .singleton import (
     HUB_PID_ENV,
@@ -139,6 +140,37 @@ class JobsApp(Application):
         """,
     )
 
+    max_notebook_bytes = Integer(
+        16 << 20,
+        config=True,
+        help="""The largest ``POST api/jobs`` body (the notebook, with its outputs) the
+        service accepts; a larger one is refused with 413 naming ``notebook``.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    convert_workers = Integer(
+        2,
+        min=1,
+        config=True,
+        help="""How many notebooks are converted at once, each in a worker process of its
+        own (others wait their turn); the event loop never converts.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    convert_timeout = Float(
+        60.0,
+        config=True,
+        help="""Seconds one notebook's validation and conversion may take before its
+        worker process is killed and the job is refused (400 naming ``notebook``).
+
+        .. versionadded:: 0.1
+        """,
+    )
+
     auth_cache_max_age = Integer(
         10,
         config=True,
@@ -171,7 +203,10 @@ class JobsApp(Application):
         active = active_config(self.gpuhub_config_file, self.log)
         backend = self.backend_class(parent=self, active=active, data_dir=Path(self.data_dir))
         hub_auth = HubOAuth(cache_max_age=self.auth_cache_max_age, parent=self)
-        service = JobsService(active, backend, hub_auth, self.max_workers)
+        runner = ProcessRunner(self.convert_workers, self.convert_timeout)
+        service = JobsService(
+            active, backend, hub_auth, self.max_workers, runner, self.max_notebook_bytes
+        )
         app = web.Application(
             routes(self.service_prefix),  # type: ignore[arg-type]
             gpuhub_jobs=service,
@@ -198,6 +233,7 @@ class JobsApp(Application):
             async with asyncio.timeout(3):
                 await service.drained()
         await service.backend.shutdown()
+        service.runner.shutdown()
 
     def start(self) -> None:
         """Take the data directory's lock (before the event loop: it blocks), then serve.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import GpuhubError
+from ..errors import GpuhubError, OptionError
 
 
 class JobNotFound(GpuhubError):
@@ -48,3 +48,9 @@ class HubUnavailable(GpuhubError):
     """The hub did not answer (it is restarting): nothing was done; try again (503)."""
 
     status = 503
+
+
+class TooLarge(OptionError):
+    """A request field is larger than the service accepts (413, naming the field)."""
+
+    status = 413

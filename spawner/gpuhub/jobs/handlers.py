@@ -11,7 +11,6 @@ from tornado import web
 
 from ..errors import GpuhubError, OptionError, QuotaDenied
 from .errors import JobFinished, JobNotFound, NotYourJob
-from .policy import validate_job
 from .records import Job
 from .service import Caller, JobsService
 
@@ -27,6 +26,10 @@ class BaseHandler(web.RequestHandler):
     def service(self) -> JobsService:
         svc: JobsService = self.settings["gpuhub_jobs"]
         return svc
+
+    def set_default_headers(self) -> None:
+        """Every answer is JSON and must never be sniffed as anything else."""
+        self.set_header("X-Content-Type-Options", "nosniff")
 
     def check_xsrf_cookie(self) -> None:
         """Token-authenticated API: no cookies are accepted, so no XSRF check."""
@@ -99,19 +102,7 @@ class JobsHandler(BaseHandler):
         self.write_json({"jobs": [j.to_json() for j in jobs]})
 
     async def post(self) -> None:
-        try:
-            body = json.loads(self.request.body or b"null")
-        except ValueError as e:
-            raise OptionError("body", f"is not valid JSON: {e}") from e
-        spec = validate_job(
-            self.service.gpuhub,
-            self.caller.name,
-            self.caller.groups,
-            body,
-            job_id=secrets.token_hex(6),
-            max_workers=self.service.max_workers,
-            server_image=self.caller.server_image,
-        )
+        spec = await self.service.job_spec(self.caller, self.request.body, secrets.token_hex(6))
         await self.service.backend.preflight(spec)
         job = await self.service.backend.submit(spec, self.caller.groups)
         self.write_json(job.to_json(), 201)
@@ -126,16 +117,23 @@ class JobHandler(BaseHandler):
         if job.done:
             raise JobFinished(job_id, job.state)
         job = await self.service.backend.cancel(job)
+        if job.state != "Cancelled":  # it ended on its own before the backend could stop it
+            raise JobFinished(job_id, job.state)
         self.write_json(job.to_json(), 202)
 
 
 class LogsHandler(BaseHandler):
+    """``GET api/jobs/{id}/logs?worker=N``: the API's ``worker`` (query and answer) is the
+    index of a *log stream*, and ``workers`` their number.  A stream is one rank on one
+    machine (``workers × gpus_per_worker`` ranks for a PyTorch GPU job, one per worker
+    otherwise) and one worker pod on Kubernetes; the names stay for API compatibility."""
+
     async def get(self, job_id: str) -> None:
         job = await self.own_job(job_id, action=False)
-        worker = _int_arg(self.get_query_argument("worker", "0"), "worker", 0, 10_000)
+        stream = _int_arg(self.get_query_argument("worker", "0"), "worker", 0, 10_000)
         tail = _int_arg(self.get_query_argument("tail", "200"), "tail", 1, 10_000)
-        lines, streams = await self.service.backend.logs(job, worker, tail)
-        self.write_json({"worker": worker, "lines": lines, "workers": streams})
+        lines, streams = await self.service.backend.logs(job, stream, tail)
+        self.write_json({"worker": stream, "lines": lines, "workers": streams})
 
 
 def _int_arg(value: str, field: str, lo: int, hi: int) -> int:

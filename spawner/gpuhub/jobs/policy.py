@@ -1,8 +1,10 @@
 """Validation of a job request (the ``POST api/jobs`` body) and notebook → script.
 
-Pure: no I/O.  Every value is checked against allow-lists built from the user's *current*
-groups, by exact equality, exactly like notebook ``user_options``
-(:func:`gpuhub.profiles.validate_options`).  The result, :class:`JobSpec`, carries a
+Pure: no I/O (CPU-bound: the service runs it in a worker process, see
+:mod:`gpuhub.jobs.offloop`).  Profile, image, GPU type and count and group are decided by
+:func:`gpuhub.profiles.resolve_request`, the one function that decides notebook
+``user_options`` too; this module adds only the job's own fields.  The result,
+:class:`JobSpec`, carries a
 :class:`~gpuhub.model.SpawnRequest` for the ledger (``gpus = workers × gpus_per_worker``,
 key ``job:<id>``, kind ``"job"``).
 
@@ -15,6 +17,7 @@ instead (:data:`STRIPPED_MAGICS`).
 from __future__ import annotations
 
 import copy
+import json
 import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ..errors import OptionError, QuotaDenied
 from ..model import GpuhubConfig, ImageSpec, Profile, SpawnRequest
-from ..profiles import chargeable_groups, default_image, visible_profiles
+from ..profiles import given, resolve_request
 
 if TYPE_CHECKING:
     from .records import Job
@@ -62,7 +65,11 @@ _SHELL = re.compile(r"^\s*(?:[A-Za-z_][A-Za-z0-9_, ]*=\s*)?!{1,2}")
 
 @dataclass(frozen=True)
 class JobSpec:
-    """A job request after validation: every value is known to be allowed."""
+    """A job request after validation: every value is known to be allowed.
+
+    ``workers`` are the API's workers: a worker pod each on Kubernetes; on one machine a
+    torchrun node of ``gpus_per_worker`` ranks (one rank for CPU workers), or one
+    TensorFlow worker process.  ``gpus_per_worker`` is per worker, not per rank."""
 
     id: str
     user: str
@@ -130,16 +137,15 @@ def _plain_text(field: str, value: Any, max_len: int) -> str:
 
 def validate_args(raw: Any) -> tuple[str, ...]:
     """``args``: a list of plain strings (passed to the script, never to a shell)."""
-    if raw is None:
-        return ()
     if not isinstance(raw, list) or len(raw) > MAX_ARGS:
         raise OptionError("args", f"must be a list of at most {MAX_ARGS} strings")
     return tuple(_plain_text("args", a, MAX_ARG_LEN) for a in raw)
 
 
 def validate_path(raw: Any) -> tuple[str, str]:
-    """``path`` of the notebook (informational): ``(path, job name)``."""
-    if raw in (None, ""):
+    """``path`` of the notebook (informational): ``(path, job name)``; ``None``: not
+    given."""
+    if raw is None:
         return "notebook.ipynb", "notebook"
     path = _plain_text("path", raw, MAX_PATH_LEN)
     name = posixpath.basename(path)
@@ -236,9 +242,60 @@ def notebook_to_script(nb: Any, exporter: Any = None) -> str:
 
 # --- the whole request --------------------------------------------------------------------
 
+NULLABLE = frozenset({"gpu_type", "group", "image"})
+"""Job fields docs/jobs-api.md declares ``str|null``: ``null`` there means "the default"
+(the dialog sends it); ``""`` is refused like any other empty field."""
 
-def _gpu_profiles(profiles: Iterable[Profile]) -> list[Profile]:
-    return [p for p in profiles if p.gpu is not None]
+MAX_DEPTH = 100
+"""Deepest JSON nesting a request body may have (a notebook's structure is 6 levels; the
+rest is cell metadata and outputs)."""
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and objects (iterative: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict | list):
+            deepest = max(deepest, d)
+            stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def parse_body(raw: bytes) -> Any:
+    """The JSON of a request body, or :class:`OptionError` (field ``body``) when it is not
+    JSON or nests deeper than :data:`MAX_DEPTH` levels."""
+    try:
+        body = json.loads(raw or b"null")
+    except RecursionError as e:
+        raise OptionError("body", f"nests deeper than {MAX_DEPTH} levels") from e
+    except ValueError as e:
+        raise OptionError("body", f"is not valid JSON: {e}") from e
+    if _depth(body) > MAX_DEPTH:
+        raise OptionError("body", f"nests deeper than {MAX_DEPTH} levels")
+    return body
+
+
+def job_from_request(
+    config: GpuhubConfig,
+    user: str,
+    groups: Iterable[str],
+    raw: bytes,
+    *,
+    job_id: str,
+    max_workers: int,
+    server_image: str | None = None,
+) -> JobSpec:
+    """:func:`validate_job` of a raw request body (:func:`parse_body`)."""
+    return validate_job(
+        config,
+        user,
+        groups,
+        parse_body(raw),
+        job_id=job_id,
+        max_workers=max_workers,
+        server_image=server_image,
+    )
 
 
 def validate_job(
@@ -250,13 +307,15 @@ def validate_job(
     job_id: str,
     max_workers: int,
     server_image: str | None = None,
-    script: str | None = None,
 ) -> JobSpec:
-    """Turn an untrusted ``POST api/jobs`` body into a :class:`JobSpec` or raise
-    :class:`OptionError` naming the field.
+    """Turn an untrusted ``POST api/jobs`` body into a :class:`JobSpec` (converting its
+    notebook) or raise :class:`OptionError` naming the field.
 
-    ``server_image`` is the catalog slug of the user's running server (the default image);
-    ``script`` skips the notebook conversion (tests of the other fields).
+    Profile, image, GPU type and count and group are decided by
+    :func:`gpuhub.profiles.resolve_request`, exactly as for a notebook; this adds only
+    the job's own fields.  ``server_image`` is the catalog slug of the user's running
+    server (preferred when the body names no image).  CPU-bound (the conversion): the
+    service runs it in a worker process.
     """
     groups = list(groups)
     if not isinstance(body, dict):
@@ -264,77 +323,36 @@ def validate_job(
     unknown = sorted(k for k in body if k not in JOB_KEYS)
     if unknown:
         raise OptionError(unknown[0], f"unknown field (allowed: {', '.join(JOB_KEYS)})")
+    fields = {k: v for k, v in body.items() if not (v is None and k in NULLABLE)}
     framework = cast(
         Framework,
-        _choice("framework", body.get("framework") or "pytorch", FRAMEWORKS, "framework"),
+        _choice("framework", fields["framework"], FRAMEWORKS, "framework")
+        if given(fields, "framework")
+        else "pytorch",
     )
-    workers = _plain_int("workers", body.get("workers", 1), 1, max_workers, "workers")
-    visible = visible_profiles(config, groups)
-    if not visible:
-        raise OptionError("profile", "no profile is available to your groups; ask an admin")
-    gpu_profiles = _gpu_profiles(visible)
-    counts = sorted({n for p in gpu_profiles if p.gpu for n in p.gpu.counts})
-    per = body.get("gpus_per_worker", 0)
-    if isinstance(per, bool) or not isinstance(per, int) or (per != 0 and per not in counts):
-        raise OptionError(
-            "gpus_per_worker",
-            f"{per!r} GPUs per worker is not offered to you "
-            f"(choose one of: {', '.join(map(str, [0, *counts]))}; 0 = CPU workers)",
-        )
-
-    gpu_type: str | None = None
-    if per == 0:
-        if body.get("gpu_type") not in (None, ""):
-            raise OptionError(
-                "gpu_type", "CPU workers take no GPU type; set gpus_per_worker ≥ 1 or drop it"
-            )
-        candidates = visible
-    else:
-        types = list(dict.fromkeys(t for p in gpu_profiles if p.gpu for t in p.gpu.types))
-        raw_type = body.get("gpu_type")
-        gpu_type = (
-            next(t for p in gpu_profiles if p.gpu and per in p.gpu.counts for t in p.gpu.types)
-            if raw_type in (None, "")
-            else _choice("gpu_type", raw_type, types, "GPU type")
-        )
-        candidates = [
-            p for p in gpu_profiles if p.gpu and gpu_type in p.gpu.types and per in p.gpu.counts
-        ]
-        if not candidates:
-            raise OptionError(
-                "gpus_per_worker",
-                f"no profile of yours offers {per} {gpu_type} GPUs per worker",
-            )
-
-    images = list(dict.fromkeys(s for p in candidates for s in p.images))
-    raw_image = body.get("image")
-    if raw_image in (None, ""):
-        slug = server_image if server_image in images else None
-    else:
-        slug = _choice("image", raw_image, images, "image")
-    if slug is None:
-        profile = candidates[0]
-        image = default_image(config, profile)
-    else:
-        profile = next(p for p in candidates if slug in p.images)
-        image = config.images[slug]
-
-    group: str | None = None
-    if body.get("group") not in (None, ""):
-        if per:
-            allowed = list(
-                dict.fromkeys(g for p in candidates for g in chargeable_groups(config, groups, p))
-            )
-        else:
-            allowed = groups
-        group = _choice("group", body["group"], allowed, "group")
-        if per and group not in chargeable_groups(config, groups, profile):
-            profile = next(p for p in candidates if group in chargeable_groups(config, groups, p))
-
-    args = validate_args(body.get("args"))
-    path, name = validate_path(body.get("path"))
-    if script is None:
-        script = notebook_to_script(body.get("notebook"))
+    workers = (
+        _plain_int("workers", fields["workers"], 1, max_workers, "workers")
+        if given(fields, "workers")
+        else 1
+    )
+    per = fields["gpus_per_worker"] if given(fields, "gpus_per_worker") else 0
+    if isinstance(per, bool) or not isinstance(per, int):
+        raise OptionError("gpus_per_worker", f"{per!r} is not a whole number (0 = CPU workers)")
+    options = {"gpus": per, **{k: fields[k] for k in ("gpu_type", "image", "group") if k in fields}}
+    request = resolve_request(
+        config,
+        user,
+        groups,
+        options,
+        names={"gpus": "gpus_per_worker"},
+        cpu_anywhere=True,
+        preferred_image=server_image,
+    )
+    args = validate_args(fields["args"]) if given(fields, "args") else ()
+    path, name = validate_path(fields["path"]) if given(fields, "path") else validate_path(None)
+    if not given(fields, "notebook"):
+        raise OptionError("notebook", "is missing: send the nbformat v4 notebook to run")
+    script = notebook_to_script(fields["notebook"])
     return JobSpec(
         id=job_id,
         user=user,
@@ -343,11 +361,11 @@ def validate_job(
         framework=framework,
         workers=workers,
         gpus_per_worker=per,
-        gpu_type=gpu_type,
-        group=group,
+        gpu_type=request.gpu_type,
+        group=request.group,
         args=args,
-        image=image,
-        profile=profile,
+        image=request.image,
+        profile=request.profile,
         script=script,
     )
 
@@ -356,7 +374,7 @@ def validate_job(
 
 
 def cpu_workers(job: Job | JobSpec) -> int:
-    """CPU worker processes of a job: one per worker of a CPU job, none on GPUs."""
+    """CPU worker processes (ranks) of a job: one per worker of a CPU job, none on GPUs."""
     return 0 if job.gpus_per_worker else job.workers
 
 

@@ -14,11 +14,14 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from ..activeconfig import ActiveConfig
+from ..availability import availability
+from ..ledger import Ledger
 from ..model import GpuhubConfig
-from ..profiles import chargeable_groups, default_image, visible_profiles
+from ..profiles import default_image, visible_profiles
 from .backends.base import JobBackend
-from .errors import HubUnavailable, NotAllowed, NotAuthenticated
-from .policy import FRAMEWORKS
+from .errors import HubUnavailable, NotAllowed, NotAuthenticated, TooLarge
+from .offloop import ProcessRunner
+from .policy import FRAMEWORKS, JobSpec, job_from_request
 
 _TOKEN = re.compile(r"(?:token|bearer)\s+(\S+)", re.IGNORECASE)
 
@@ -35,7 +38,8 @@ class Caller:
 
 class JobsService:
     """The service's state: ``active`` the gpuhub config (re-read when the file changes),
-    ``hub_auth`` a :class:`jupyterhub.services.auth.HubOAuth`."""
+    ``hub_auth`` a :class:`jupyterhub.services.auth.HubOAuth`, ``runner`` where request
+    bodies are parsed, validated and converted (off the event loop)."""
 
     def __init__(
         self,
@@ -43,8 +47,12 @@ class JobsService:
         backend: JobBackend,
         hub_auth: Any,
         max_workers: int,
+        runner: ProcessRunner,
+        max_notebook_bytes: int,
     ) -> None:
         self.active = active
+        self.runner = runner
+        self.max_notebook_bytes = max_notebook_bytes
         self.backend = backend
         self.in_flight = 0
         self._idle = asyncio.Event()
@@ -125,36 +133,78 @@ class JobsService:
         data: dict[str, Any] = json.loads(r.body)
         return data
 
+    async def job_spec(self, caller: Caller, raw: bytes, job_id: str) -> JobSpec:
+        """The validated job of a ``POST api/jobs`` body, its notebook converted: in a
+        worker process, so that a large notebook never stalls other users' requests.
+        A body over ``max_notebook_bytes`` is refused (413) before any work."""
+        if len(raw) > self.max_notebook_bytes:
+            raise TooLarge(
+                "notebook",
+                f"the request is {len(raw) / 2**20:.1f} MiB; a notebook may be at most "
+                f"{self.max_notebook_bytes / 2**20:.1f} MiB (c.JobsApp.max_notebook_bytes)",
+            )
+        return await self.runner.run(
+            "notebook",
+            job_from_request,
+            self.gpuhub,
+            caller.name,
+            caller.groups,
+            raw,
+            job_id=job_id,
+            max_workers=self.max_workers,
+            server_image=caller.server_image,
+        )
+
+    def _live(self) -> tuple[Ledger, dict[str, tuple[int, int | None]]]:
+        """The backend's ledger and capacity (blocking on one machine: a thread's job)."""
+        return self.backend.snapshot(), self.backend.capacity()
+
     async def options(self, caller: Caller) -> dict[str, Any]:
-        """``GET api/options``: what the dialog may offer ``caller``, quota left live, and
-        which framework each of the caller's images can run (where the backend knows)."""
+        """``GET api/options``: what the dialog may offer ``caller``, with the quota left
+        computed by :func:`gpuhub.availability.availability` (the spawn form's numbers,
+        per GPU type and group), and which framework each of the caller's images can
+        run (where the backend knows)."""
         cfg = self.gpuhub
+        ledger, capacity = await asyncio.to_thread(self._live)
+        avail = availability(
+            cfg,
+            ledger,
+            user=caller.name,
+            groups=caller.groups,
+            capacity={t: (total, free or 0) for t, (total, free) in capacity.items()},
+            source="jobs",
+            queues=any(free is None for _total, free in capacity.values()),
+        )
+        types: dict[str, dict[str, Any]] = {}
+        for entry in (t for p in avail["profiles"] for t in p["gpu_types"]):
+            row = types.setdefault(
+                entry["slug"],
+                {
+                    "slug": entry["slug"],
+                    "display_name": entry["display_name"],
+                    "free": capacity.get(entry["slug"], (0, 0))[1],
+                    "total": entry["total"],
+                    "groups": [],
+                    "user_left": entry["user_left"],
+                },
+            )
+            known = {g["group"] for g in row["groups"]}
+            row["groups"] += [g for g in entry["groups"] if g["group"] not in known]
+        best: dict[str, dict[str, Any]] = {}
+        for g in (g for t in types.values() for g in t["groups"]):
+            if g["group"] not in best or g["left"] > best[g["group"]]["left"]:
+                best[g["group"]] = dict(g)
+        user_left = next((t["user_left"] for t in types.values()), None)
+        if user_left is None and cfg.quotas.per_user_gpus is not None:
+            user_left = max(0, cfg.quotas.per_user_gpus - ledger.totals.used(user=caller.name))
         visible = visible_profiles(cfg, caller.groups)
         gpu_profiles = [p for p in visible if p.gpu is not None]
-        capacity = self.backend.capacity()
-        types = list(dict.fromkeys(t for p in gpu_profiles if p.gpu for t in p.gpu.types))
-        usage = self.backend.snapshot().usage()
-        groups = list(
-            dict.fromkeys(g for p in gpu_profiles for g in chargeable_groups(cfg, caller.groups, p))
-        )
-        group_rows = []
-        for g in groups:
-            q = cfg.quotas.for_group(g)
-            held = sum(a.gpus for a in usage if a.group == g)
-            quota = q.gpus if q else 0
-            group_rows.append({"group": g, "left": max(quota - held, 0), "quota": quota})
-        cap = cfg.quotas.per_user_gpus
-        user_left = (
-            None
-            if cap is None
-            else max(cap - sum(a.gpus for a in usage if a.user == caller.name), 0)
-        )
         image = None
         if visible:
-            slugs = {s for p in visible for s in p.images}
+            offered = {s for p in visible for s in p.images}
             img = (
                 cfg.images[caller.server_image]
-                if caller.server_image in slugs and caller.server_image in cfg.images
+                if caller.server_image in offered and caller.server_image in cfg.images
                 else default_image(cfg, (gpu_profiles or visible)[0])
             )
             image = {"slug": img.slug, "display_name": img.display_name}
@@ -169,16 +219,10 @@ class JobsService:
         ]
         return {
             "frameworks": list(FRAMEWORKS),
-            "gpu_types": [
-                {
-                    "slug": t,
-                    "display_name": cfg.gpu_types[t].display_name,
-                    "free": capacity.get(t, (0, 0))[1],
-                    "total": capacity.get(t, (0, 0))[0],
-                }
-                for t in types
-            ],
-            "groups": group_rows,
+            # per type: each group's quota left for that type (per_type limits included)
+            "gpu_types": list(types.values()),
+            # per group: the most it has left for any of the types above
+            "groups": list(best.values()),
             "user_left": user_left,
             "max_workers": self.max_workers,
             # 0 = CPU workers (gloo), always allowed by the policy

@@ -183,6 +183,7 @@ class _Entry:
     alloc: dict[str, Any] | None = None
     proc: subprocess.Popen[bytes] | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    finishing: bool = False  # its end is being recorded (in a thread)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -300,7 +301,7 @@ class LocalJobBackend(JobBackend):
                 if e.pid and alive(e.pid, e.pid_start):
                     self.log.info("gpuhub-jobs: re-attached to job %s (pid %s)", e.job.id, e.pid)
                 else:
-                    await asyncio.to_thread(self._finish, e)
+                    await self._finish_once(e)
         # a job unit that no running job owns (its record was lost) is stopped
         running = {f"job:{i}" for i, e in self._entries.items() if not e.job.done}
         store = self.ledger.store
@@ -320,9 +321,9 @@ class LocalJobBackend(JobBackend):
     async def _supervise(self) -> None:
         while True:
             for e in list(self._entries.values()):
-                if e.job.state == "Running" and self._ended(e):
+                if e.job.state == "Running" and not e.finishing and self._ended(e):
                     try:
-                        await asyncio.to_thread(self._finish, e)
+                        await self._finish_once(e)
                     except Exception:
                         self.log.exception("gpuhub-jobs: finishing job %s failed", e.job.id)
             await asyncio.sleep(self.poll_interval)
@@ -481,16 +482,43 @@ class LocalJobBackend(JobBackend):
         return lines[-tail:] if tail > 0 else [], e.streams
 
     async def cancel(self, job: Job) -> Job:
+        """Stop ``job`` if it still runs and return it: ``Cancelled`` only when this call
+        found it running; a job that ended first keeps its real outcome."""
         e = self._entries[job.id]
-        e.cancel_requested = True
+        if not self._claim_cancel(e):
+            if e.cancel_requested and not e.job.done:  # another cancel is stopping it
+                await self._wait(e, self.grace_period + 5)
+            await self._finish_once(e)
+            return e.job
         self._save(e)
         self._signal(e, signal.SIGTERM)
         if not await self._wait(e, self.grace_period):
             self._signal(e, signal.SIGKILL)
             await self._wait(e, 5)
-        if not e.job.done:
-            await asyncio.to_thread(self._finish, e)
+        await self._finish_once(e)
         return e.job
+
+    def _claim_cancel(self, e: _Entry) -> bool:
+        """Decide whether a cancel stops ``e``: synchronous, so nothing (the supervisor,
+        another request) runs between the check and the change.  ``False`` when the job
+        has already ended, or was already claimed, by its process or another cancel."""
+        if e.job.done or e.finishing or e.cancel_requested or self._ended(e):
+            return False
+        e.cancel_requested = True
+        return True
+
+    async def _finish_once(self, e: _Entry) -> None:
+        """Record the end of ``e`` unless it is recorded, or being recorded, already."""
+        if e.job.done:
+            return
+        if e.finishing:
+            await e.ended.wait()
+            return
+        e.finishing = True
+        try:
+            await asyncio.to_thread(self._finish, e)
+        finally:
+            e.finishing = False
 
     async def _wait(self, e: _Entry, seconds: float) -> bool:
         """Wait until the supervisor has recorded the end of ``e`` (``False``: timeout)."""
