@@ -313,3 +313,8 @@ def test_gpu_hours_per_group_and_user_over_a_period():
     assert r.groups["vision"].gpu_hours == 6 and r.groups["nlp"].gpu_hours == 0.5
     assert r.groups["vision"].idle_gpu_hours == pytest.approx(2.5 + 100 / 3600)
     assert "zed" not in r.users
+    assert (r.users["bob"].holding, r.users["alice"].holding, r.groups["vision"].holding) == (
+        1,
+        0,
+        1,
+    )

@@ -48,6 +48,8 @@ class Tick:
 class Totals:
     gpu_hours: float = 0.0
     idle_gpu_hours: float = 0.0
+    holding: int = 0
+    """GPUs still held at the end of the period."""
 
     @property
     def busy_gpu_hours(self) -> float:
@@ -74,8 +76,11 @@ def gpu_hours(holds: Iterable[Hold], ticks: Iterable[Tick], since: float, until:
     for h in holds:
         by_hold[(h.key, h.start)] = h
         held = h.gpus * overlap(h.start, until if h.end is None else h.end, since, until) / HOUR
+        holding = h.gpus if h.start <= until and (h.end is None or h.end > until) else 0
         for book, name in ((report.groups, h.group), (report.users, h.user)):
-            book.setdefault(name, Totals()).gpu_hours += held
+            totals = book.setdefault(name, Totals())
+            totals.gpu_hours += held
+            totals.holding += holding
     for t in ticks:
         hold = by_hold.get((t.key, t.start))
         if hold is None:

@@ -39,8 +39,9 @@ def format_report(report: Report) -> list[str]:
     for kind, book in (("group", report.groups), ("user", report.users)):
         for name in sorted(book):
             t = book[name]
+            now = f" (holding {t.holding} now)" if t.holding else ""
             lines.append(
-                f"  {kind} {name}: {t.gpu_hours:.4f} GPU-hours, {t.idle_gpu_hours:.4f} idle"
+                f"  {kind} {name}: {t.gpu_hours:.4f} GPU-hours, {t.idle_gpu_hours:.4f} idle{now}"
             )
     if not report.groups:
         lines.append("  no GPUs were held")
