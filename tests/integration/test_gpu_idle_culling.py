@@ -17,7 +17,7 @@ import pytest
 import requests
 from test_local_hub import ledger_keys, spawn
 
-from hubproc import Hub, auth
+from hubproc import Hub, auth, process_env
 from localconfig import CONFIG
 
 pytestmark = pytest.mark.integration
@@ -166,3 +166,29 @@ def test_idle_gpu_server_is_warned_then_stopped_busy_one_kept(
         requests.get(f"{mon.base}/metrics", headers=auth(tokens["bob"]), timeout=10).status_code
         == 403
     )
+
+
+def test_idle_server_restarts_on_cpu_when_the_profile_says_so(
+    hub_factory: Callable[..., Hub], tmp_path: Path
+):
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text(json.dumps({"key": "*", "t": 0, "util": 0}) + "\n")
+    cfg = culling_config(trace)
+    gpu = next(p for p in cfg["profiles"] if p["slug"] == "gpu")
+    gpu["idle_culling"].update(action="restart-on-cpu", cpu_profile="cpu")
+    hub = hub_factory(cfg)
+    token = hub.token("alice")
+    assert spawn(hub, "alice", token, {"profile": "gpu", "gpus": 2}).status_code in (201, 202)
+    hub.wait_ready("alice", token)
+    assert ledger_keys(hub) == {"server:alice/": (0, 1)}
+
+    def on_cpu() -> bool:
+        server = hub.user_model("alice", token)["servers"].get("") or {}
+        return bool(server.get("ready")) and server["user_options"].get("profile") == "cpu"
+
+    wait_for("alice's server back on the CPU profile", on_cpu, hub)
+    assert ledger_keys(hub) == {}  # both GPUs given back
+    env = process_env(hub.server_pid("alice", hub.admin_token()))
+    assert env["CUDA_VISIBLE_DEVICES"] == ""
+    culled = Monitor(hub).servers(token)["culled"]
+    assert [(c["action"], c["gpus"]) for c in culled] == [("restart-on-cpu", 2)]

@@ -138,8 +138,7 @@ class MonitorApp(Application):
         )
         return app, service
 
-    async def serve(self) -> None:
-        app, service = self.make_app()
+    async def serve(self, app: web.Application, service: MonitorService) -> None:
         url = urlparse(self.bind_url)
         server = HTTPServer(app, xheaders=True)
         server.listen(url.port or 80, url.hostname or "127.0.0.1")
@@ -165,7 +164,8 @@ class MonitorApp(Application):
                 self.data_dir,
             )
             raise SystemExit(1) from None
-        asyncio.run(self.serve())
+        app, service = self.make_app()  # opens the ledger (blocking): before the loop
+        asyncio.run(self.serve(app, service))
 
 
 def main(argv: list[str] | None = None) -> Any:

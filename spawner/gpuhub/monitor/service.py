@@ -86,7 +86,8 @@ class MonitorService:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def source(self, cfg: MonitorConfig) -> Source | None:
-        """The source for ``cfg`` (opened again only when the settings change)."""
+        """The source for ``cfg`` (opened again only when the settings change; blocking:
+        called in the sampling thread)."""
         if self._source is None or self._source[0] != cfg:
             try:
                 src = open_source(cfg)
@@ -111,29 +112,39 @@ class MonitorService:
         for task in list(self._tasks):
             await asyncio.wait([task], timeout=5)
 
+    def _sample(
+        self, cfg: GpuhubConfig, now: float
+    ) -> tuple[list[Allocation], dict[str, tuple[DeviceSample, ...]]]:
+        """The ledger's GPU allocations and their samples (blocking: ledger file, NVML)."""
+        units = self.store.units()
+        allocs = [u.alloc for u in units.values() if u.alloc is not None and u.alloc.gpus > 0]
+        source = self.source(cfg.monitor)
+        if source is None:
+            return allocs, {}
+        devices = {d.index: d for d in self.devices(cfg)}
+        return allocs, read_all(source, allocs, devices, now)
+
     async def tick(self) -> None:
         cfg = self.active.get()
         now = time.time()
-        units = await asyncio.to_thread(self.store.units)
-        allocs = [u.alloc for u in units.values() if u.alloc is not None and u.alloc.gpus > 0]
-        source = self.source(cfg.monitor)
-        devices = {d.index: d for d in self.devices(cfg)}
-        samples = await asyncio.to_thread(read_all, source, allocs, devices, now) if source else {}
+        allocs, samples = await asyncio.to_thread(self._sample, cfg, now)
         try:
             servers = await self.hub.servers()
         except GpuhubError as e:
             self.log.warning("gpuhub-monitor: %s; nothing is culled this time", e)
             servers = {}
+        # from the verdicts to the culls with no await between: a "keep it" is either
+        # seen by this tick or answered 409 (already being given back)
         due = self.monitor.tick(cfg, allocs, samples, servers, time.time())
         self.culling &= {a.key for a in allocs}  # a cull ends when its GPUs are free
-        gap = 2 * cfg.monitor.sample_seconds
-        await asyncio.to_thread(self.history.record, now, self.monitor.observations(cfg), gap)
         for held in due:
-            if held.alloc.key not in self.culling:  # no await between check and add
+            if held.alloc.key not in self.culling:
                 self.culling.add(held.alloc.key)
                 task = asyncio.create_task(self._cull(held, cfg))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+        gap = 2 * cfg.monitor.sample_seconds
+        await asyncio.to_thread(self.history.record, now, self.monitor.observations(cfg), gap)
         await self._refresh_metrics(cfg)
 
     async def _refresh_metrics(self, cfg: GpuhubConfig) -> None:
