@@ -116,3 +116,15 @@ def test_embedded_hub_runs_the_monitor_with_least_privilege(raw):
     )
     assert access in c.Spawner.server_token_scopes
     assert "access:servers!server" in c.Spawner.server_token_scopes
+
+
+def test_reload_says_when_monitoring_or_culling_changed(raw):
+    from gpuhub.confdiff import describe_changes
+
+    before = parse_config(raw)
+    raw["monitor"] = {"sample_seconds": 10}
+    raw["profiles"][1]["idle_culling"] = {"idle_minutes": 30}
+    assert describe_changes(before, parse_config(raw)) == [
+        "profiles: changed gpu",
+        "monitor: source or sampling changed (the monitor applies it at once)",
+    ]

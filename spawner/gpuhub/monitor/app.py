@@ -140,7 +140,7 @@ class MonitorApp(Application):
 
     async def serve(self, app: web.Application, service: MonitorService) -> None:
         url = urlparse(self.bind_url)
-        server = HTTPServer(app, xheaders=True)
+        server = HTTPServer(app, xheaders=True, max_body_size=64 << 10)
         server.listen(url.port or 80, url.hostname or "127.0.0.1")
         self.log.info("gpuhub-monitor listening on %s%s", self.bind_url, self.service_prefix)
         stop = asyncio.Event()

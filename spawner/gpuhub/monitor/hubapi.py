@@ -14,6 +14,7 @@ from ..jobs.errors import HubUnavailable
 from .state import HubServer, server_key
 
 STOP_WAIT = 120.0
+_PAGINATED = {"Accept": "application/jupyterhub-pagination+json"}
 
 
 def server_path(user: str, name: str) -> str:
@@ -28,14 +29,16 @@ class HubClient:
         self.api_url = api_url.rstrip("/")
         self.token = token
 
-    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    async def call(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         """``(status, parsed JSON or None)``; :class:`HubUnavailable` when the hub does
         not answer or fails."""
         try:
             r = await AsyncHTTPClient().fetch(
                 self.api_url + path,
                 method=method,
-                headers={"Authorization": f"token {self.token}"},
+                headers={"Authorization": f"token {self.token}", **(headers or {})},
                 body=None if body is None else json.dumps(body),
                 allow_nonstandard_methods=True,
                 raise_error=False,
@@ -47,12 +50,20 @@ class HubClient:
         return r.code, json.loads(r.body) if r.body else None
 
     async def servers(self) -> dict[str, HubServer]:
-        """Every active server by ledger key."""
-        code, users = await self.call("GET", "/users?state=active&limit=10000")
-        if code != 200:
-            raise HubUnavailable(f"the hub refused to list users ({code})")
+        """Every active server by ledger key (all pages of the hub's user list)."""
+        users: list[dict[str, Any]] = []
+        offset: int | None = 0
+        while offset is not None:
+            code, page = await self.call(
+                "GET", f"/users?state=active&offset={offset}", headers=_PAGINATED
+            )
+            if code != 200:
+                raise HubUnavailable(f"the hub refused to list users ({code})")
+            users += page["items"]
+            nxt = (page.get("_pagination") or {}).get("next")
+            offset = nxt["offset"] if nxt else None
         out = {}
-        for u in users or ():
+        for u in users:
             for name, s in (u.get("servers") or {}).items():
                 opts = s.get("user_options") or {}
                 profile, image = opts.get("profile"), opts.get("image")
