@@ -318,3 +318,20 @@ def test_gpu_hours_per_group_and_user_over_a_period():
         0,
         1,
     )
+
+
+def test_the_source_is_chosen_by_config(monkeypatch, tmp_path: Path):
+    from gpuhub.model import MonitorConfig
+    from gpuhub.monitor.service import open_source
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # no NVML on this machine
+    assert open_source(MonitorConfig(source="auto")) is None  # unmeasured, never culled
+    with pytest.raises(SourceUnavailable, match="NVML is not available"):
+        open_source(MonitorConfig(source="nvml"))
+    trace = tmp_path / "t.jsonl"
+    trace.write_text(TRACE)
+    src = open_source(MonitorConfig(source="replay", replay_trace=str(trace)))
+    assert isinstance(src, ReplaySource) and "server:alice/" in src.trace
+    trace.unlink()
+    with pytest.raises(SourceUnavailable, match="cannot read the replay trace"):
+        open_source(MonitorConfig(source="replay", replay_trace=str(trace)))

@@ -112,7 +112,8 @@ class KeepHandler(BaseHandler):
         if key in svc.culling:
             raise BeingStopped(f"server {name!r} is already being given back")
         kept = svc.monitor.keep(key, time.time())
-        assert kept is not None
+        if kept is None:
+            raise NoSuchServer(f"you have no GPU server {name!r}")
         self.write_json(held_json(kept))
 
 

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ from ..activeconfig import ActiveConfig
 from ..errors import GpuhubError
 from ..ledger import Device
 from ..localstate import LocalLedgerStore
-from ..model import Allocation, GpuhubConfig, MonitorConfig
+from ..model import Allocation, GpuhubConfig, IdleCulling, MonitorConfig
 from .history import HistoryStore
 from .hubapi import HubClient
 from .metrics import MetricsSnapshot
@@ -30,7 +30,8 @@ def open_source(cfg: MonitorConfig) -> Source | None:
     """The configured source; ``None`` for ``auto`` without NVML.  Raises
     :class:`SourceUnavailable` when the configured one cannot be opened."""
     if cfg.source == "replay":
-        assert cfg.replay_trace is not None  # the config requires it
+        if cfg.replay_trace is None:
+            raise SourceUnavailable("monitor.source is replay but monitor.replay_trace is unset")
         return ReplaySource.from_file(cfg.replay_trace)
     try:
         return NvmlSource()
@@ -47,6 +48,10 @@ def read_all(
     return {
         a.key: source.read(a, [devices[i] for i in a.devices if i in devices], now) for a in allocs
     }
+
+
+KEEP_CULLED = 10
+"""Servers given back that a user's ``GET api/servers`` lists (the newest)."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ class MonitorService:
         store: LocalLedgerStore,
         history: HistoryStore,
         hub: HubClient,
-        devices: Any,
+        devices: Callable[[GpuhubConfig], Sequence[Device]],
         log: logging.Logger,
     ) -> None:
         self.active = active
@@ -160,24 +165,28 @@ class MonitorService:
         """Stop the server through the hub (and start it again on the CPU profile when the
         profile says so)."""
         a, server, policy = held.alloc, held.server, held.policy
-        assert server is not None and policy is not None  # only ready servers are culled
+        if server is None or policy is None:  # only servers with a policy are ever due
+            return
         self.log.warning(
-            "gpuhub-monitor: %s idle for %.0f min (below %g%%): %s",
+            "gpuhub-monitor: %s idle for %.1f min (below %g%%): %s",
             a.key,
             held.verdict.idle_seconds / 60,
             policy.threshold_percent,
             policy.action,
         )
         try:
-            await asyncio.to_thread(self.history.note_cull, a, time.time(), policy.action)
             code = await self.hub.stop(server.user, server.name)
             if code >= 400:
                 self.log.error("gpuhub-monitor: the hub refused to stop %s (%d)", a.key, code)
                 self.culling.discard(a.key)  # tried again at the next sample
                 return
-            self.culled.setdefault(a.user, []).append(
-                Culled(server.name, time.time(), policy.action, a.gpus, a.gpu_type)
-            )
+            at = time.time()
+            mine = self.culled.setdefault(a.user, [])
+            mine[:] = [
+                *mine[-(KEEP_CULLED - 1) :],
+                Culled(server.name, at, policy.action, a.gpus, a.gpu_type),
+            ]
+            await asyncio.to_thread(self.history.note_cull, a, at, policy.action)
             await self._refresh_metrics(cfg)
             if policy.action == "restart-on-cpu" and policy.cpu_profile:
                 await self._restart_on_cpu(server.user, server.name, server.image, cfg, policy)
@@ -186,12 +195,12 @@ class MonitorService:
             self.culling.discard(a.key)
 
     async def _restart_on_cpu(
-        self, user: str, name: str, image: str | None, cfg: GpuhubConfig, policy: Any
+        self, user: str, name: str, image: str | None, cfg: GpuhubConfig, policy: IdleCulling
     ) -> None:
         if not await self.hub.wait_stopped(user, name):
             self.log.error("gpuhub-monitor: %s/%s did not stop; not restarting it", user, name)
             return
-        target = cfg.profile(policy.cpu_profile)
+        target = cfg.profile(policy.cpu_profile or "")
         options: dict[str, Any] = {"profile": policy.cpu_profile}
         if target is not None and image in target.images:
             options["image"] = image
@@ -207,7 +216,7 @@ class MonitorService:
                 for h in self.monitor.held.values()
                 if h.server and h.server.user == user
             ],
-            "culled": [c.__dict__ for c in self.culled.get(user, [])[-10:]],
+            "culled": [c.__dict__ for c in self.culled.get(user, [])],
         }
 
 
