@@ -3,12 +3,19 @@ history records, the metrics text, and the hub config of the managed service."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+import yaml
+
+from gpuhub.confdiff import describe_changes
 from gpuhub.config import parse_config
 from gpuhub.hubconfig import MONITOR_SERVICE_SCOPES, embedded_config
+from gpuhub.jobs.singleton import hold_lock
 from gpuhub.model import Allocation
+from gpuhub.monitor.app import LOCK_FILE, MonitorApp
 from gpuhub.monitor.metrics import MetricsSnapshot, render
 from gpuhub.monitor.sources import DeviceSample
 from gpuhub.monitor.state import HubServer, Monitor
@@ -119,8 +126,6 @@ def test_embedded_hub_runs_the_monitor_with_least_privilege(raw):
 
 
 def test_reload_says_when_monitoring_or_culling_changed(raw):
-    from gpuhub.confdiff import describe_changes
-
     before = parse_config(raw)
     raw["monitor"] = {"sample_seconds": 10}
     raw["profiles"][1]["idle_culling"] = {"idle_minutes": 30}
@@ -128,3 +133,25 @@ def test_reload_says_when_monitoring_or_culling_changed(raw):
         "profiles: changed gpu",
         "monitor: source or sampling changed (the monitor applies it at once)",
     ]
+
+
+def test_one_monitor_per_data_directory(tmp_path: Path, raw):
+    cfg = tmp_path / "gpuhub.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    held = hold_lock(tmp_path / "state" / LOCK_FILE, 0)  # a monitor already serves it
+    try:
+        app = MonitorApp(gpuhub_config_file=str(cfg), data_dir=str(tmp_path), instance_wait=0)
+        with pytest.raises(SystemExit) as e:
+            app.start()
+        assert e.value.code == 1
+    finally:
+        os.close(held)
+
+
+def test_warning_defaults_to_ten_minutes_or_half_the_limit(raw):
+    raw["profiles"][1]["idle_culling"] = {"idle_minutes": 60}
+    raw["profiles"][2]["idle_culling"] = {"idle_minutes": 8}
+    config = parse_config(raw)
+    assert config.profile("gpu").idle_culling.warn_minutes == 10
+    assert config.profile("secret").idle_culling.warn_minutes == 4
+    assert config.profile("gpu").idle_culling.action == "stop"
