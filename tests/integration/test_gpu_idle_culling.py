@@ -181,6 +181,11 @@ def test_idle_server_restarts_on_cpu_when_the_profile_says_so(
     assert spawn(hub, "alice", token, {"profile": "gpu", "gpus": 2}).status_code in (201, 202)
     hub.wait_ready("alice", token)
     assert ledger_keys(hub) == {"server:alice/": (0, 1)}
+    # the lab's server side polls with the server's own token
+    server_token = process_env(hub.server_pid("alice", hub.admin_token()))["JUPYTERHUB_API_TOKEN"]
+    mine = wait_for("alice's server seen", lambda: Monitor(hub).server(server_token), hub)
+    assert (mine["gpus"], mine["devices"], mine["group"]) == (2, [0, 1], "vision")
+    assert mine["idle_culling"]["action"] == "restart-on-cpu"
 
     def on_cpu() -> bool:
         server = hub.user_model("alice", token)["servers"].get("") or {}
