@@ -4,7 +4,7 @@ gpuhub-config init PATH               write a default config (CPU + GPU profile)
 gpuhub-config check PATH              validate; exit 1 with the key path of the first problem
 gpuhub-config reload PATH             validate, then make the running hub use PATH (no restart)
 gpuhub-config set-password PATH USER  set USER's password (read from stdin, or prompted)
-gpuhub-config usage PATH              show who holds which GPUs on this machine
+gpuhub-config usage PATH [--since T]  who holds which GPUs now; GPU-hours per group and user
 gpuhub-config kube-quotas PATH NS...  the cluster's per-group quota objects (YAML)
 
 The data directory (hub database, passwords, GPU ledger) is $GPUHUB_DATA, else PATH's
@@ -31,6 +31,7 @@ from .config import config_from_bytes, load_config, read_config_bytes
 from .datadir import PASSWORD_DB, PID_FILE, STATUS_FILE, resolve_data_dir, where_we_looked
 from .errors import ConfigError
 from .inventory import discover, nvml_devices
+from .monitor.report import format_report, parse_since
 
 
 class CommandError(Exception):
@@ -124,15 +125,21 @@ def _data_dir_with_state(path: Path, what: str) -> Path:
     return data
 
 
-def _usage(path: Path) -> int:
+def _usage(path: Path, since: str = "24h") -> int:
     from .spawners.local import local_backend
 
     cfg = load_config(path)
     data = _data_dir_with_state(path, "show usage")
+    now = time.time()
+    try:
+        start = parse_since(since, now)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
     inv = discover(cfg)
     if not (data / "state").is_dir():
         print(f"{len(inv.devices)} GPUs ({inv.source}); ledger in {data / 'state'}")
         print("  no GPUs in use")
+        _print_history(data, start, now)
         return 0
     backend = local_backend(cfg, str(data))
     print(
@@ -148,7 +155,20 @@ def _usage(path: Path) -> int:
         )
     if not usage:
         print("  no GPUs in use")
+    _print_history(data, start, now)
     return 0
+
+
+def _print_history(data: Path, since: float, until: float) -> None:
+    """GPU-hours per group and user from the monitor's history (never creates it)."""
+    from .monitor.history import HistoryStore, history_path
+
+    path = history_path(data)
+    if not path.is_file():
+        print(f"no GPU-hours history yet ({path}: the gpuhub-monitor service writes it)")
+        return
+    for line in format_report(HistoryStore(path).report(since, until)):
+        print(line)
 
 
 def _read_password(user: str) -> str:
@@ -290,8 +310,15 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("init", "check", "usage"):
+    for name in ("init", "check"):
         sub.add_parser(name).add_argument("path", type=Path)
+    usage = sub.add_parser("usage", help="who holds which GPUs; GPU-hours per group and user")
+    usage.add_argument("path", type=Path)
+    usage.add_argument(
+        "--since",
+        default="24h",
+        help="start of the GPU-hours period: 24h, 7d, 90m or a date/time (default 24h)",
+    )
     reload = sub.add_parser("reload", help="make the running hub use the file")
     reload.add_argument("path", type=Path)
     reload.add_argument(
@@ -326,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "init":
             return _init(args.path)
         if args.command == "usage":
-            return _usage(args.path)
+            return _usage(args.path, args.since)
         if args.command == "reload":
             return _reload(args.path, args.timeout)
         if args.command == "set-password":

@@ -84,4 +84,6 @@ def describe_changes(old: GpuhubConfig, new: GpuhubConfig) -> list[str]:
     lines += _keyed("gpu_types", old.gpu_types, new.gpu_types)
     if old.local != new.local:
         lines.append("local: inventory or devices changed")
+    if old.monitor != new.monitor:
+        lines.append("monitor: source or sampling changed (the monitor applies it at once)")
     return lines

@@ -30,6 +30,13 @@ from .model import (
     Profile,
     QuotaConfig,
 )
+from .monitor.settings import (
+    IDLE_CULLING_SCHEMA,
+    MONITOR_SCHEMA,
+    check_idle_culling,
+    idle_culling_from,
+    monitor_from,
+)
 
 CONFIG_ENV = "GPUHUB_CONFIG"
 
@@ -107,6 +114,7 @@ SCHEMA: dict[str, Any] = {
                     "default": {"type": "boolean"},
                     "kueue_queue": _slug,
                     "priority_class": _slug,
+                    "idle_culling": IDLE_CULLING_SCHEMA,
                     "gpu": {
                         "type": "object",
                         "additionalProperties": False,
@@ -169,6 +177,7 @@ SCHEMA: dict[str, Any] = {
                 },
             },
         },
+        "monitor": MONITOR_SCHEMA,
         "auth": {
             "type": "object",
             "additionalProperties": False,
@@ -311,6 +320,7 @@ def parse_config(
             allow_all=bool(auth.get("allow_all", False)),
         ),
         source=source,
+        monitor=monitor_from(data.get("monitor", {}), source, base_dir or Path(".")),
     )
     check_references(config)
     return config
@@ -376,6 +386,7 @@ def _profile(p: Mapping[str, Any], index: int, source: str) -> Profile:
         default=bool(p.get("default", False)),
         kueue_queue=p.get("kueue_queue"),
         priority_class=p.get("priority_class"),
+        idle_culling=idle_culling_from(p.get("idle_culling")),
     )
 
 
@@ -443,6 +454,7 @@ def check_references(config: GpuhubConfig) -> None:
                     f"per-type quota {q.per_type[t]} is larger than the group total {q.gpus}",
                     "lower it, or raise quotas.groups.<group>.gpus",
                 )
+    check_idle_culling(config)
     indices: set[int] = set()
     for i, d in enumerate(config.local.devices):
         if d.type not in config.gpu_types:

@@ -33,6 +33,11 @@ DEFAULT_BIND = "http://127.0.0.1:8000"
 JOBS_PORT_ENV = "GPUHUB_JOBS_PORT"
 JOBS_SERVICE = "gpuhub-jobs"
 JOBS_SERVICE_SCOPES = ["read:users:name", "read:users:groups", "read:servers"]
+MONITOR_PORT_ENV = "GPUHUB_MONITOR_PORT"
+MONITOR_SERVICE = "gpuhub-monitor"
+MONITOR_SERVICE_SCOPES = ["list:users", "read:users:name", "servers"]
+"""The monitor's own token: list active servers with their profile, stop an idle one and
+start it again on CPU.  Nothing else."""
 """The jobs service's own token: identify users' groups (always current) and read the
 user_options of their running server (the default image of a job).  Nothing else."""
 
@@ -69,6 +74,7 @@ def embedded_config(
     data_dir: Path,
     bind_url: str,
     jobs_port: int | None = None,
+    monitor_port: int | None = None,
 ) -> Config:
     """The whole embedded-default hub config (local processes, per-user passwords, groups
     from the YAML); with ``jobs_port``, the jobs service listening on that loopback port."""
@@ -93,6 +99,8 @@ def embedded_config(
     apply_users(c, cfg)
     if jobs_port is not None:
         apply_jobs_service(c, config_path, data_dir, bind_url, jobs_port)
+    if monitor_port is not None:
+        apply_monitor_service(c, config_path, data_dir, monitor_port)
     return c
 
 
@@ -140,6 +148,45 @@ def apply_jobs_service(
         access,
     ]
     c.GPULocalSpawner.jobs_url = f"{bind_url.rstrip('/')}/services/{JOBS_SERVICE}/"
+
+
+def apply_monitor_service(c: Config, config_path: Path, data_dir: Path, port: int) -> None:
+    """The managed ``gpuhub-monitor`` service (GPU utilisation, idle culling, history,
+    ``/metrics``) with :data:`MONITOR_SERVICE_SCOPES`; users and their servers' tokens may
+    reach it (their own GPU servers, "keep it").  Ends with this hub, like the jobs
+    service."""
+    access = f"access:services!service={MONITOR_SERVICE}"
+    c.JupyterHub.services = [
+        *c.JupyterHub.get("services", []),
+        {
+            "name": MONITOR_SERVICE,
+            "url": f"http://127.0.0.1:{port}",
+            "command": [sys.executable, "-m", "gpuhub.monitor"],
+            "environment": {
+                "GPUHUB_CONFIG": str(config_path),
+                "GPUHUB_DATA": str(data_dir),
+                HUB_PID_ENV: str(os.getpid()),
+            },
+            "display": False,
+        },
+    ]
+    roles = list(c.JupyterHub.get("load_roles", []))
+    user = next((r for r in roles if r["name"] == "user"), None)
+    if user is None:
+        roles.append({"name": "user", "scopes": ["self", access]})
+    else:
+        user["scopes"] = [*user["scopes"], access]
+    roles.append(
+        {
+            "name": f"{MONITOR_SERVICE}-service",
+            "description": "gpuhub monitor: list servers, stop idle GPU servers",
+            "scopes": list(MONITOR_SERVICE_SCOPES),
+            "services": [MONITOR_SERVICE],
+        }
+    )
+    c.JupyterHub.load_roles = roles
+    base = c.Spawner.get("server_token_scopes", ["access:servers!server", "users:activity!user"])
+    c.Spawner.server_token_scopes = [*base, access]
 
 
 def private_data_dir(data: Path) -> None:
@@ -219,7 +266,8 @@ def configure_embedded(
     c.ConfigurableHTTPProxy.auth_token = read_or_create_secret(data / "proxy-auth-token", 32)[0]
     bind = os.environ.get(BIND_ENV, DEFAULT_BIND)
     jobs_port = int(os.environ.get(JOBS_PORT_ENV) or free_port())
-    c.merge(embedded_config(cfg, path, data, bind, jobs_port=jobs_port))
+    monitor_port = int(os.environ.get(MONITOR_PORT_ENV) or free_port())
+    c.merge(embedded_config(cfg, path, data, bind, jobs_port=jobs_port, monitor_port=monitor_port))
     announce_isolation(c, data, log)
     hubreload.install(holder, data, log)
     return cfg

@@ -51,6 +51,19 @@ class GpuChoice:
 
 
 @dataclass(frozen=True)
+class IdleCulling:
+    """GPU-idle culling of a profile's servers: every GPU below ``threshold_percent`` for
+    ``idle_minutes`` gives the server back (``stop``, or ``restart-on-cpu`` with
+    ``cpu_profile``); the user is warned ``warn_minutes`` ahead."""
+
+    threshold_percent: float = 5.0
+    idle_minutes: float = 60.0
+    warn_minutes: float = 10.0
+    action: Literal["stop", "restart-on-cpu"] = "stop"
+    cpu_profile: str | None = None
+
+
+@dataclass(frozen=True)
 class Profile:
     """A spawn profile: resources, allowed images, optional GPUs and who may use it."""
 
@@ -66,6 +79,7 @@ class Profile:
     default: bool = False
     kueue_queue: str | None = None
     priority_class: str | None = None
+    idle_culling: IdleCulling | None = None
 
     @property
     def is_gpu(self) -> bool:
@@ -115,6 +129,18 @@ class LocalConfig:
 
 
 @dataclass(frozen=True)
+class MonitorConfig:
+    """Where GPU utilisation comes from (``auto``: NVML when a driver answers, else none),
+    how often it is sampled, and below what utilisation a GPU counts as idle in the
+    history (profiles with ``idle_culling`` use their own threshold)."""
+
+    source: Literal["auto", "nvml", "replay"] = "auto"
+    replay_trace: str | None = None
+    sample_seconds: float = 30.0
+    idle_threshold_percent: float = 5.0
+
+
+@dataclass(frozen=True)
 class AuthConfig:
     """Who may log in to the embedded hub and who is admin."""
 
@@ -134,6 +160,7 @@ class GpuhubConfig:
     local: LocalConfig = LocalConfig()
     auth: AuthConfig = AuthConfig()
     source: str = "gpuhub.yaml"
+    monitor: MonitorConfig = MonitorConfig()
 
     def profile(self, slug: str) -> Profile | None:
         for p in self.profiles:

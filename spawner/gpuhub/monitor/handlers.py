@@ -1,0 +1,140 @@
+"""Thin tornado handlers of the monitor: a user's GPU servers and warnings, "keep it",
+and Prometheus ``/metrics``.  Callers send a hub token (``Authorization: token …``);
+errors are answered as ``{"status", "message"}`` with the status of their type."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+from tornado import web
+
+from ..errors import GpuhubError, OptionError
+from ..jobs.errors import HubUnavailable, NotAllowed, NotAuthenticated
+from .metrics import CONTENT_TYPE, render
+from .service import MonitorService, held_json
+from .state import server_key
+
+_TOKEN = re.compile(r"(?:token|bearer)\s+(\S+)", re.IGNORECASE)
+METRICS_SCOPE = "read:metrics"
+
+
+class NoSuchServer(GpuhubError):
+    status = 404
+
+
+class BeingStopped(GpuhubError):
+    status = 409
+
+
+class BaseHandler(web.RequestHandler):
+    @property
+    def service(self) -> MonitorService:
+        svc: MonitorService = self.settings["gpuhub_monitor"]
+        return svc
+
+    def check_xsrf_cookie(self) -> None:
+        """Token-authenticated API: no cookies are accepted, so no XSRF check."""
+
+    async def token_model(self) -> dict[str, Any]:
+        """The hub's model of the token in ``Authorization`` (its owner and scopes)."""
+        m = _TOKEN.fullmatch(self.request.headers.get("Authorization", "").strip())
+        if not m:
+            raise NotAuthenticated("send a hub token: 'Authorization: token <token>'")
+        hub_auth = self.settings["hub_auth"]
+        try:
+            model = await hub_auth.user_for_token(m.group(1), sync=False)
+        except web.HTTPError as e:
+            if e.status_code < 500:
+                raise
+            raise HubUnavailable("the hub is not answering (restarting?); try again") from e
+        if not model:
+            raise NotAuthenticated("the hub does not accept this token")
+        return dict(model)
+
+    async def user(self) -> str:
+        """The calling user, who must be allowed to reach this service."""
+        model = await self.token_model()
+        hub_auth = self.settings["hub_auth"]
+        if model.get("kind", "user") != "user":
+            raise NotAllowed("only users have GPU servers")
+        if not hub_auth.check_scopes(hub_auth.access_scopes, model):
+            raise NotAllowed("this token may not use the gpuhub-monitor service")
+        return str(model["name"])
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        message = self._reason
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, GpuhubError):
+            status_code, message = exc.status, exc.message
+        self.set_status(status_code)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"status": status_code, "message": message}))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, GpuhubError) and value.status < 500:
+            from tornado.log import app_log
+
+            app_log.warning(
+                "gpuhub-monitor %s %s: %s", self.request.method, self.request.path, value
+            )
+            return
+        super().log_exception(typ, value, tb)
+
+
+class ServersHandler(BaseHandler):
+    async def get(self) -> None:
+        self.write_json(self.service.view(await self.user()))
+
+
+class KeepHandler(BaseHandler):
+    async def post(self) -> None:
+        user = await self.user()
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError as e:
+            raise OptionError("body", f"is not valid JSON: {e}") from e
+        name = body.get("server", "") if isinstance(body, dict) else None
+        if not isinstance(name, str) or len(name) > 255:
+            raise OptionError("server", 'must be a server name ("" for the default server)')
+        key = server_key(user, name)
+        svc = self.service
+        held = svc.monitor.held.get(key)
+        if held is None or held.server is None:
+            raise NoSuchServer(f"you have no GPU server {name!r}")
+        if key in svc.culling:
+            raise BeingStopped(f"server {name!r} is already being given back")
+        kept = svc.monitor.keep(key, time.time())
+        if kept is None:
+            raise NoSuchServer(f"you have no GPU server {name!r}")
+        self.write_json(held_json(kept))
+
+
+class MetricsHandler(BaseHandler):
+    async def get(self) -> None:
+        model = await self.token_model()
+        if not self.settings["hub_auth"].check_scopes({METRICS_SCOPE}, model):
+            raise NotAllowed(f"reading metrics needs a token with the {METRICS_SCOPE} scope")
+        self.set_header("Content-Type", CONTENT_TYPE)
+        self.finish(render(self.service.metrics))
+
+
+class NotFoundHandler(BaseHandler):
+    async def prepare(self) -> None:
+        raise web.HTTPError(404)
+
+
+def routes(prefix: str) -> list[tuple[str, type[web.RequestHandler]]]:
+    p = prefix.rstrip("/")
+    return [
+        (rf"{p}/api/servers", ServersHandler),
+        (rf"{p}/api/keep", KeepHandler),
+        (rf"{p}/metrics", MetricsHandler),
+    ]

@@ -1,0 +1,76 @@
+"""Prometheus ``/metrics`` of the monitor (``prometheus_client``, a JupyterHub
+dependency), from a plain :class:`MetricsSnapshot` taken at each sample.
+
+Names follow Prometheus conventions (``gpuhub_`` prefix, base units, ``_total`` for
+counters); labels are groups, GPU types, kinds and actions, never user names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    allocated: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
+    """GPUs held now by ``(group, gpu_type, kind)``."""
+    quotas: Mapping[str, int] = field(default_factory=dict)
+    """GPU quota by group."""
+    seconds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    """All-time ``(held, idle)`` GPU-seconds by group."""
+    culls: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    """Servers given back for idleness by ``(group, action)``."""
+
+
+def families(s: MetricsSnapshot) -> list[Metric]:
+    allocated = GaugeMetricFamily(
+        "gpuhub_gpus_allocated",
+        "GPUs held now by servers and jobs",
+        labels=["group", "gpu_type", "kind"],
+    )
+    for (group, gpu_type, kind), n in sorted(s.allocated.items()):
+        allocated.add_metric([group, gpu_type, kind], n)
+    quota = GaugeMetricFamily("gpuhub_group_quota_gpus", "GPU quota of a group", labels=["group"])
+    for group, n in sorted(s.quotas.items()):
+        quota.add_metric([group], n)
+    held = CounterMetricFamily(
+        "gpuhub_gpu_held_seconds",
+        "GPU-seconds held by a group's servers and jobs",
+        labels=["group"],
+    )
+    idle = CounterMetricFamily(
+        "gpuhub_gpu_idle_seconds",
+        "GPU-seconds held while below the idle threshold (measured time only)",
+        labels=["group"],
+    )
+    for group, (h, i) in sorted(s.seconds.items()):
+        held.add_metric([group], h)
+        idle.add_metric([group], i)
+    culls = CounterMetricFamily(
+        "gpuhub_idle_culls", "Servers given back for GPU idleness", labels=["group", "action"]
+    )
+    for (group, action), n in sorted(s.culls.items()):
+        culls.add_metric([group, action], n)
+    return [allocated, quota, held, idle, culls]
+
+
+class _SnapshotCollector(Collector):
+    def __init__(self, snapshot: MetricsSnapshot) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        yield from families(self.snapshot)
+
+
+def render(snapshot: MetricsSnapshot) -> bytes:
+    """The text exposition format of ``snapshot``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_SnapshotCollector(snapshot))
+    return generate_latest(registry)

@@ -1,0 +1,247 @@
+"""The monitor's work, one sample at a time: read every GPU allocation from the
+machine-wide ledger, sample it, advance the idle clocks, record the history, and give
+back the servers whose time is up through the hub (their GPUs are then freed by the
+spawner's normal stop).  Blocking steps (ledger, NVML, SQLite) run in threads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..activeconfig import ActiveConfig
+from ..errors import GpuhubError
+from ..ledger import Device
+from ..localstate import LocalLedgerStore
+from ..model import Allocation, GpuhubConfig, IdleCulling, MonitorConfig
+from .history import HistoryStore
+from .hubapi import HubClient
+from .metrics import MetricsSnapshot
+from .nvml import NvmlSource
+from .sources import DeviceSample, ReplaySource, Source, SourceUnavailable
+from .state import Held, Monitor
+
+
+def open_source(cfg: MonitorConfig) -> Source | None:
+    """The configured source; ``None`` for ``auto`` without NVML.  Raises
+    :class:`SourceUnavailable` when the configured one cannot be opened."""
+    if cfg.source == "replay":
+        if cfg.replay_trace is None:
+            raise SourceUnavailable("monitor.source is replay but monitor.replay_trace is unset")
+        return ReplaySource.from_file(cfg.replay_trace)
+    try:
+        return NvmlSource()
+    except SourceUnavailable:
+        if cfg.source == "nvml":
+            raise
+        return None
+
+
+def read_all(
+    source: Source, allocs: Sequence[Allocation], devices: Mapping[int, Device], now: float
+) -> dict[str, tuple[DeviceSample, ...]]:
+    """Samples of every allocation (blocking)."""
+    return {
+        a.key: source.read(a, [devices[i] for i in a.devices if i in devices], now) for a in allocs
+    }
+
+
+KEEP_CULLED = 10
+"""Servers given back that a user's ``GET api/servers`` lists (the newest)."""
+
+
+@dataclass(frozen=True)
+class Culled:
+    """A server given back, as its owner is told (``GET api/servers``)."""
+
+    server: str
+    at: float
+    action: str
+    gpus: int
+    gpu_type: str
+
+
+class MonitorService:
+    """``devices``: the inventory for a config (NVML UUIDs by index)."""
+
+    def __init__(
+        self,
+        active: ActiveConfig,
+        store: LocalLedgerStore,
+        history: HistoryStore,
+        hub: HubClient,
+        devices: Callable[[GpuhubConfig], Sequence[Device]],
+        log: logging.Logger,
+    ) -> None:
+        self.active = active
+        self.store = store
+        self.history = history
+        self.hub = hub
+        self.devices = devices
+        self.log = log
+        self.monitor = Monitor()
+        self.culling: set[str] = set()
+        self.culled: dict[str, list[Culled]] = {}
+        self.metrics = MetricsSnapshot()
+        self._source: tuple[MonitorConfig, Source | None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def source(self, cfg: MonitorConfig) -> Source | None:
+        """The source for ``cfg`` (opened again only when the settings change; blocking:
+        called in the sampling thread)."""
+        if self._source is None or self._source[0] != cfg:
+            try:
+                src = open_source(cfg)
+            except SourceUnavailable as e:
+                self.log.error("gpuhub-monitor: %s; GPU-hours are recorded, nothing is culled", e)
+                src = None
+            if src is None and cfg.source == "auto":
+                self.log.info("gpuhub-monitor: no NVML here; GPU utilisation is not measured")
+            self._source = (cfg, src)
+        return self._source[1]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sample every ``monitor.sample_seconds`` until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except Exception:
+                self.log.exception("gpuhub-monitor: sample failed")
+            interval = self.active.get().monitor.sample_seconds
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+        for task in list(self._tasks):
+            await asyncio.wait([task], timeout=5)
+
+    def _sample(
+        self, cfg: GpuhubConfig, now: float
+    ) -> tuple[list[Allocation], dict[str, tuple[DeviceSample, ...]]]:
+        """The ledger's GPU allocations and their samples (blocking: ledger file, NVML)."""
+        units = self.store.units()
+        allocs = [u.alloc for u in units.values() if u.alloc is not None and u.alloc.gpus > 0]
+        source = self.source(cfg.monitor)
+        if source is None:
+            return allocs, {}
+        devices = {d.index: d for d in self.devices(cfg)}
+        return allocs, read_all(source, allocs, devices, now)
+
+    async def tick(self) -> None:
+        cfg = self.active.get()
+        now = time.time()
+        allocs, samples = await asyncio.to_thread(self._sample, cfg, now)
+        try:
+            servers = await self.hub.servers()
+        except GpuhubError as e:
+            self.log.warning("gpuhub-monitor: %s; nothing is culled this time", e)
+            servers = {}
+        # from the verdicts to the culls with no await between: a "keep it" is either
+        # seen by this tick or answered 409 (already being given back)
+        due = self.monitor.tick(cfg, allocs, samples, servers, time.time())
+        self.culling &= {a.key for a in allocs}  # a cull ends when its GPUs are free
+        for held in due:
+            if held.alloc.key not in self.culling:
+                self.culling.add(held.alloc.key)
+                task = asyncio.create_task(self._cull(held, cfg))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        gap = 2 * cfg.monitor.sample_seconds
+        await asyncio.to_thread(self.history.record, now, self.monitor.observations(cfg), gap)
+        await self._refresh_metrics(cfg)
+
+    async def _refresh_metrics(self, cfg: GpuhubConfig) -> None:
+        seconds, culls = await asyncio.to_thread(self.history.counters)
+        self.metrics = MetricsSnapshot(
+            allocated=dict(self.monitor.allocated()),
+            quotas={q.group: q.gpus for q in cfg.quotas.groups},
+            seconds=seconds,
+            culls=culls,
+        )
+
+    async def _cull(self, held: Held, cfg: GpuhubConfig) -> None:
+        """Stop the server through the hub (and start it again on the CPU profile when the
+        profile says so)."""
+        a, server, policy = held.alloc, held.server, held.policy
+        if server is None or policy is None:  # only servers with a policy are ever due
+            return
+        self.log.warning(
+            "gpuhub-monitor: %s idle for %.1f min (below %g%%): %s",
+            a.key,
+            held.verdict.idle_seconds / 60,
+            policy.threshold_percent,
+            policy.action,
+        )
+        try:
+            code = await self.hub.stop(server.user, server.name)
+            if code >= 400:
+                self.log.error("gpuhub-monitor: the hub refused to stop %s (%d)", a.key, code)
+                self.culling.discard(a.key)  # tried again at the next sample
+                return
+            at = time.time()
+            mine = self.culled.setdefault(a.user, [])
+            mine[:] = [
+                *mine[-(KEEP_CULLED - 1) :],
+                Culled(server.name, at, policy.action, a.gpus, a.gpu_type),
+            ]
+            await asyncio.to_thread(self.history.note_cull, a, at, policy.action)
+            await self._refresh_metrics(cfg)
+            if policy.action == "restart-on-cpu" and policy.cpu_profile:
+                await self._restart_on_cpu(server.user, server.name, server.image, cfg, policy)
+        except GpuhubError as e:
+            self.log.error("gpuhub-monitor: could not give back %s: %s", a.key, e)
+            self.culling.discard(a.key)
+
+    async def _restart_on_cpu(
+        self, user: str, name: str, image: str | None, cfg: GpuhubConfig, policy: IdleCulling
+    ) -> None:
+        if not await self.hub.wait_stopped(user, name):
+            self.log.error("gpuhub-monitor: %s/%s did not stop; not restarting it", user, name)
+            return
+        target = cfg.profile(policy.cpu_profile or "")
+        options: dict[str, Any] = {"profile": policy.cpu_profile}
+        if target is not None and image in target.images:
+            options["image"] = image
+        code = await self.hub.start(user, name, options)
+        if code >= 400:
+            self.log.error("gpuhub-monitor: restarting %s/%s on CPU failed (%d)", user, name, code)
+
+    def view(self, user: str) -> dict[str, Any]:
+        """``GET api/servers``: the caller's GPU servers now, and those given back."""
+        return {
+            "servers": [
+                held_json(h)
+                for h in self.monitor.held.values()
+                if h.server and h.server.user == user
+            ],
+            "culled": [c.__dict__ for c in self.culled.get(user, [])],
+        }
+
+
+def held_json(h: Held) -> dict[str, Any]:
+    v = h.verdict
+    warning = None
+    if v.action in ("warn", "cull") and h.policy is not None:
+        warning = {"cull_at": v.cull_at, "action": h.policy.action}
+    return {
+        "server": h.server.name if h.server else None,
+        "gpus": h.alloc.gpus,
+        "gpu_type": h.alloc.gpu_type,
+        "group": h.alloc.group,
+        "devices": list(h.alloc.devices),
+        "since": h.alloc.since.isoformat() if h.alloc.since else None,
+        "utilization": h.utilization,
+        "idle_seconds": v.idle_seconds,
+        "idle_culling": None
+        if h.policy is None
+        else {
+            "threshold_percent": h.policy.threshold_percent,
+            "idle_minutes": h.policy.idle_minutes,
+            "warn_minutes": h.policy.warn_minutes,
+            "action": h.policy.action,
+        },
+        "cull_at": v.cull_at,
+        "warning": warning,
+    }
