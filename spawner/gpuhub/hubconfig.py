@@ -296,9 +296,13 @@ def configure_kube(c: Any, config_path: str | None = None) -> GpuhubConfig:
     """Load and validate the gpuhub YAML and fill ``c`` for a Kubernetes hub.
 
     Called from a ``jupyterhub_config.d`` snippet mounted by ``helm-values/``; an invalid
-    YAML stops the hub with the key path of the problem.
+    YAML stops the hub with the key path of the problem, and so does an account that may
+    not watch the spawner's namespaces (checked once the config is loaded).
     """
+    from .kube.access import check_at_hub_start
+
     path = Path(config_path or os.environ.get("GPUHUB_CONFIG") or KUBE_CONFIG_PATH)
     cfg = load_config(path)
     c.merge(kube_config(cfg, path))
+    check_at_hub_start()
     return cfg

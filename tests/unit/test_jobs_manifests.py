@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
-from gpuhub.jobs.backends.kubeflow import allocations_from_cluster, job_from_object
+from gpuhub.jobs.backends.kubeflow import job_from_object
 from gpuhub.jobs.manifests import (
     KubeJobSettings,
     job_state,
@@ -249,7 +247,7 @@ def test_job_mounts_the_same_home_claim_as_the_notebook(config):
             assert claim == "claim-" + safe_slug(user, max_length=48), (user, claim)
 
 
-def test_state_and_live_allocations_from_cluster(config):
+def test_state_from_cluster(config):
     job = make_job(config, spec(config), SETTINGS, "vision")
     job["metadata"]["creationTimestamp"] = "2026-11-23T09:12:00Z"
     assert job_state(job) == ("Queued", "")
@@ -268,33 +266,6 @@ def test_state_and_live_allocations_from_cluster(config):
         2,
         "Running",
     )
-    notebook = SimpleNamespace(
-        metadata=SimpleNamespace(
-            name="jupyter-alice",
-            labels={
-                "gpuhub.io/gpus": "1",
-                "gpuhub.io/gpu-type": "a100",
-                "gpuhub.io/user": "alice",
-                "gpuhub.io/group": "vision",
-            },
-            annotations={},
-            creation_timestamp=None,
-        ),
-        status=SimpleNamespace(phase="Running"),
-    )
-    worker_pod = SimpleNamespace(
-        metadata=SimpleNamespace(
-            name="w", labels=dict(LABELS), annotations={}, creation_timestamp=None
-        ),
-        status=SimpleNamespace(phase="Running"),
-    )
-    allocs = allocations_from_cluster([notebook, worker_pod], [job])
-    assert sorted((a.key, a.user, a.group, a.gpus, a.kind) for a in allocs) == [
-        ("job:0a1b2c", "bob", "vision", 4, "job"),
-        ("pod:jupyter-alice", "alice", "vision", 1, "notebook"),
-    ]
-    job["status"]["conditions"].append({"type": "Succeeded", "status": "True"})
-    assert allocations_from_cluster([], [job]) == []
 
 
 def test_group_quota_class_on_gpu_workers_only(config):

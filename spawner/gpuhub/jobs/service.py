@@ -133,7 +133,7 @@ class JobsService:
         gpu_profiles = [p for p in visible if p.gpu is not None]
         capacity = self.backend.capacity()
         types = list(dict.fromkeys(t for p in gpu_profiles if p.gpu for t in p.gpu.types))
-        usage = self.backend.snapshot().usage()
+        usage = self.backend.quota_ledger().usage()
         groups = list(
             dict.fromkeys(g for p in gpu_profiles for g in chargeable_groups(cfg, caller.groups, p))
         )
