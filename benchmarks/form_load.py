@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import re
 import statistics
 import subprocess
 import sys
@@ -125,6 +127,19 @@ def forms(hub: Hub, users: list[str], interval: float) -> Iterator[dict[str, int
             t.join(timeout=60)
 
 
+_SPAWN_PAGE = re.compile(r" 200 GET /hub/spawn \S+ ([0-9.]+)ms$")
+
+
+def spawn_page_times(hub: Hub) -> tuple[float, float]:
+    """p50/p99 of the hub's own request time for the form page (from its log)."""
+    times = [
+        float(m.group(1)) / 1e3
+        for line in hub.log_path.read_text().splitlines()
+        if (m := _SPAWN_PAGE.search(line))
+    ]
+    return percentiles(times) if times else (0.0, 0.0)
+
+
 def measure(hub: Hub, users: list[str], args: argparse.Namespace) -> dict[str, Any]:
     token = hub.token(PROBE)
     probe(hub, token, 3, args.rate)  # warm-up
@@ -132,7 +147,8 @@ def measure(hub: Hub, users: list[str], args: argparse.Namespace) -> dict[str, A
     with forms(hub, users, args.interval) as counts:
         loaded = percentiles(probe(hub, token, args.seconds, args.rate))
         renders = dict(counts)
-    return {"idle": idle, "loaded": loaded, "renders": renders}
+    page = spawn_page_times(hub)
+    return {"idle": idle, "loaded": loaded, "renders": renders, "page": page}
 
 
 def cluster_half(args: argparse.Namespace, users: list[str], work: Path) -> dict[str, Any]:
@@ -222,6 +238,7 @@ def main() -> None:
     halves = ["cluster", "local"] if args.backend == "both" else [args.backend]
     rows = {}
     with tempfile.TemporaryDirectory(prefix="gpuhub-form-load-") as tmp:
+        os.chmod(tmp, 0o711)  # the embedded hub's users pass through to their homes
         for half in halves:
             run = cluster_half if half == "cluster" else local_half
             rows[half] = run(args, users, Path(tmp))
@@ -233,7 +250,8 @@ def main() -> None:
         (i50, i99), (l50, l99) = r["idle"], r["loaded"]
         print(
             f"{half:8} {i50:8.1f}ms {i99:8.1f}ms {l50:9.1f}ms {l99:9.1f}ms "
-            f"{l99 / i99:5.2f}x  ({args.forms} forms: {r['renders']})"
+            f"{l99 / i99:5.2f}x  ({args.forms} forms: {r['renders']}; form page in the "
+            f"hub p50 {r['page'][0]:.1f}ms p99 {r['page'][1]:.1f}ms)"
         )
 
 

@@ -1,5 +1,6 @@
 """Capacity as running totals: after any sequence of node and pod watch events (and
-re-lists) the totals equal a from-scratch computation over the cached objects."""
+re-lists) of the slimmed objects the cache keeps, the totals equal a from-scratch
+computation over the full objects."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from gpuhub.cuda import driver_supports
-from gpuhub.kube.informer import object_key
+from gpuhub.kube.informer import object_key, slim_node, slim_pod
 from gpuhub.kube.labels import allocation_from_pod
 from gpuhub.kube.nodes import CapacityTotals, node_gpus, selected
 from gpuhub.model import GpuhubConfig
@@ -106,28 +107,29 @@ def test_running_totals_equal_a_full_recount(config: GpuhubConfig, seed: int) ->
         if r < 0.3:
             name = rng.choice(node_names)
             if name in nodes and rng.random() < 0.3:
-                totals.observe_node("DELETED", nodes.pop(name))
+                totals.observe_node("DELETED", slim_node(nodes.pop(name)))
             else:
                 event = "MODIFIED" if name in nodes else "ADDED"
                 nodes[name] = random_node(rng, name)
-                totals.observe_node(event, nodes[name])
+                totals.observe_node(event, slim_node(nodes[name]))
         elif r < 0.9:
             ns, name = rng.choice(["a", "b"]), f"p{rng.randrange(40)}"
             key = f"{ns}/{name}"
             if key in pods and rng.random() < 0.3:
-                totals.observe_pod("DELETED", pods.pop(key))
+                totals.observe_pod("DELETED", slim_pod(pods.pop(key)))
             else:
                 event = "MODIFIED" if key in pods else "ADDED"
                 pods[key] = random_pod(rng, ns, name, node_names)
-                totals.observe_pod(event, pods[key])
+                totals.observe_pod(event, slim_pod(pods[key]))
+                assert allocation_from_pod(slim_pod(pods[key])) == allocation_from_pod(pods[key])
         elif r < 0.95:  # a re-list of one namespace's pods
             ns = rng.choice(["a", "b"])
             for key in [k for k in pods if k.startswith(f"{ns}/")]:
                 if rng.random() < 0.3:
                     del pods[key]
-            totals.resync_pods([p for k, p in pods.items() if k.startswith(f"{ns}/")], ns)
+            totals.resync_pods([slim_pod(p) for k, p in pods.items() if k.startswith(f"{ns}/")], ns)
         else:  # a re-list of the nodes
-            totals.resync_nodes(list(nodes.values()))
+            totals.resync_nodes([slim_node(n) for n in nodes.values()])
         cuda = rng.choice([None, "12.2", "12.8", "13.0"])
         assert totals.totals(config, cuda) == oracle(
             config, nodes.values(), pods.values(), cuda, selector

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..model import GpuhubConfig
-from .informer import Informer
+from .informer import Informer, slim_node, slim_pod
 from .labels import GPU_POD_SELECTOR
 from .ledger import KubeLedgerBackend
 from .nodes import CapacityTotals
@@ -35,6 +35,7 @@ class ClusterView:
                 Informer(
                     core.list_namespaced_pod,
                     f"pods in {ns}",
+                    slim_pod,
                     namespace=ns,
                     label_selector=GPU_POD_SELECTOR,
                 )
@@ -42,9 +43,14 @@ class ClusterView:
             ]
         else:
             self.pod_informers = [
-                Informer(core.list_pod_for_all_namespaces, "pods", label_selector=GPU_POD_SELECTOR)
+                Informer(
+                    core.list_pod_for_all_namespaces,
+                    "pods",
+                    slim_pod,
+                    label_selector=GPU_POD_SELECTOR,
+                )
             ]
-        self.node_informer = Informer(core.list_node, "nodes")
+        self.node_informer = Informer(core.list_node, "nodes", slim_node)
         self.ledger = KubeLedgerBackend(config)
         self._capacity: dict[tuple[tuple[str, str], ...], CapacityTotals] = {}
         for inf, ns in self._scoped():
