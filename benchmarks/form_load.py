@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -97,21 +99,24 @@ def probe(hub: Hub, token: str, seconds: float, rate: float) -> list[float]:
 
 @contextlib.contextmanager
 def forms(hub: Hub, users: list[str], interval: float) -> Iterator[dict[str, int]]:
-    """``users`` each with the spawn form open, re-reading it every ``interval`` s
-    (staggered like forms opened at different moments)."""
-    with ThreadPoolExecutor(16) as pool:
+    """``users`` each with the spawn form open, re-reading it every ``interval`` s on its
+    own clock (forms opened at different moments stay spread out, as in real browsers).
+    Each form is opened once first (the hub builds each user's spawner on first use)."""
+    with ThreadPoolExecutor(8) as pool:
         sessions = list(pool.map(hub.login, users))
+        list(pool.map(lambda s: s.get(f"{hub.url}/hub/spawn", timeout=60), sessions))
     stop = threading.Event()
     counts = {"renders": 0, "errors": 0}
+    t0 = time.monotonic()
 
     def poll(i: int, s: requests.Session) -> None:
-        if stop.wait(interval * i / len(sessions)):
-            return
-        while not stop.is_set():
+        first = t0 + interval * i / len(sessions)
+        k = 0
+        while not stop.wait(max(0.0, first + k * interval - time.monotonic())):
             r = s.get(f"{hub.url}/hub/spawn", timeout=60)
             ok = r.status_code == 200 and "gh-data" in r.text
             counts["renders" if ok else "errors"] += 1
-            stop.wait(interval)
+            k = max(k + 1, math.ceil((time.monotonic() - first) / interval))
 
     threads = [
         threading.Thread(target=poll, args=(i, s), daemon=True) for i, s in enumerate(sessions)
@@ -119,7 +124,7 @@ def forms(hub: Hub, users: list[str], interval: float) -> Iterator[dict[str, int
     for t in threads:
         t.start()
     try:
-        time.sleep(interval)  # every form has rendered once: steady state
+        time.sleep(interval)  # every form has rendered once more: steady state
         yield counts
     finally:
         stop.set()
@@ -148,6 +153,9 @@ def measure(hub: Hub, users: list[str], args: argparse.Namespace) -> dict[str, A
         loaded = percentiles(probe(hub, token, args.seconds, args.rate))
         renders = dict(counts)
     page = spawn_page_times(hub)
+    if args.keep_logs:
+        Path(args.keep_logs).mkdir(parents=True, exist_ok=True)
+        shutil.copy(hub.log_path, Path(args.keep_logs) / f"{hub.data_dir.name}.log")
     return {"idle": idle, "loaded": loaded, "renders": renders, "page": page}
 
 
@@ -233,6 +241,7 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=1000)
     ap.add_argument("--pods", type=int, default=10_000)
     ap.add_argument("--procs", type=int, default=300)
+    ap.add_argument("--keep-logs", default="", help="copy each hub's log into this folder")
     args = ap.parse_args()
     users = [f"f{i:03d}-{uuid.uuid4().hex[:4]}" for i in range(args.forms)]
     halves = ["cluster", "local"] if args.backend == "both" else [args.backend]
