@@ -368,15 +368,19 @@ def configure_kube(c: Any, config_path: str | None = None) -> GpuhubConfig:
     """Load and validate the gpuhub YAML and fill ``c`` for a Kubernetes hub.
 
     Called from a ``jupyterhub_config.d`` snippet mounted by ``helm-values/``; an invalid
-    YAML stops the hub with the key path of the problem.  The chart's ``gpuhub-jobs``
-    service (already in ``c.JupyterHub.services``) gets its environment
+    YAML stops the hub with the key path of the problem, and so does an account that may
+    not watch the spawner's namespaces (checked once the config is loaded).  The chart's
+    ``gpuhub-jobs`` service (already in ``c.JupyterHub.services``) gets its environment
     (:func:`kube_jobs_service_env`); servers get its URL as ``$GPUHUB_JOBS_URL``
     (:class:`~gpuhub.spawners.base.GpuhubSpawnerMixin`).
     """
+    from .kube.access import check_at_hub_start
+
     path = Path(config_path or os.environ.get("GPUHUB_CONFIG") or KUBE_CONFIG_PATH)
     cfg = load_config(path)
     c.merge(kube_config(cfg, path))
     services = c.JupyterHub.get("services")
     if isinstance(services, list):
         kube_jobs_service_env(services, path, os.environ)
+    check_at_hub_start()
     return cfg

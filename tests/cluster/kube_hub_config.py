@@ -36,7 +36,8 @@ if os.environ.get("GPUHUB_PLAIN_KUBESPAWNER") == "1":
     c.KubeSpawner.extra_resource_limits = {"nvidia.com/gpu": "1"}
     c.KubeSpawner.extra_labels = {"gpuhub.io/gpus": "1", "gpuhub.io/gpu-type": "a100"}
 c.KubeSpawner.namespace = os.environ["GPUHUB_K8S_NAMESPACE"]
-c.GPUKubeSpawner.watch_namespaces = json.loads(os.environ.get("GPUHUB_WATCH_NAMESPACES", "[]"))
+if "GPUHUB_WATCH_NAMESPACES" in os.environ:  # else the default: the spawner's namespace
+    c.GPUKubeSpawner.watch_namespaces = json.loads(os.environ["GPUHUB_WATCH_NAMESPACES"])
 c.GPUKubeSpawner.gpu_wait_timeout = int(os.environ.get("GPUHUB_GPU_WAIT_TIMEOUT", "600"))
 c.KubeSpawner.start_timeout = 120
 c.KubeSpawner.http_timeout = 60

@@ -35,7 +35,6 @@ def cluster_hub(
         extra_env={
             "KUBECONFIG": str(kubeconfig),
             "GPUHUB_K8S_NAMESPACE": namespace,
-            "GPUHUB_WATCH_NAMESPACES": json.dumps([namespace]),
             "GPUHUB_NODE_SELECTOR": json.dumps({"gpuhub.dev/test-node": node}),
             **env,
         },

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 import yaml
@@ -25,7 +26,8 @@ from kubernetes import client
 
 from gpuhub.activeconfig import ActiveConfig
 from gpuhub.errors import QuotaDenied
-from gpuhub.jobs.backends.kubeflow import KubeflowJobBackend
+from gpuhub.jobs.backends.kubeflow import JobNotCreated, KubeflowJobBackend
+from gpuhub.jobs.errors import JobFinished
 from gpuhub.jobs.policy import notebook_to_script, validate_job
 from gpuhub.kube.labels import allocation_from_pod, label_value
 from gpuhub.kube.ledger import KubeLedgerBackend
@@ -96,8 +98,25 @@ def spec(cfg, user: str, job_id: str, workers: int):
     )
 
 
+def crds_served(k8s_cluster: Cluster, namespace: str) -> None:
+    assert {"pytorchjobs.kubeflow.org", "tfjobs.kubeflow.org"} <= set(install_crds(k8s_cluster))
+    custom = client.CustomObjectsApi(k8s_cluster.api)
+
+    def served() -> bool:  # a new CRD's storage answers 429 for a moment
+        try:
+            custom.list_namespaced_custom_object("kubeflow.org", "v1", namespace, "pytorchjobs")
+            custom.list_namespaced_custom_object("kubeflow.org", "v1", namespace, "tfjobs")
+        except client.ApiException as e:
+            if e.status != 429:
+                raise
+            return False
+        return True
+
+    wait_until(served, 30, "pytorchjobs/tfjobs served")
+
+
 async def test_pytorchjob_accepted_and_counted(
-    k8s_cluster: Cluster, namespace: str, tmp_path: Path
+    k8s_cluster: Cluster, kwok_fleet: Any, namespace: str, tmp_path: Path
 ) -> None:
     assert {"pytorchjobs.kubeflow.org", "tfjobs.kubeflow.org"} <= set(install_crds(k8s_cluster))
     custom = client.CustomObjectsApi(k8s_cluster.api)
@@ -150,10 +169,136 @@ async def test_pytorchjob_accepted_and_counted(
         # the notebook explanation
         with pytest.raises(QuotaDenied, match=r"group vision uses 4 of 4 GPUs: Bob\.Smith@x 4"):
             await backend.submit(spec(cfg, "alice", "aa02", workers=1), ["vision"])
+        held = backend.quota_ledger().get("job:aa01")
+        assert held is not None and held.gpus == 4  # no pod yet (no operator): still held
         assert [j.id for j in await backend.list_jobs("Bob.Smith@x")] == ["aa01"]
         assert await backend.list_jobs("alice") == []
+        # the dialog's GPU choices: the real fleet's A100s (16 on the KWOK nodes at least)
+        total, free = backend.capacity()["a100"]
+        assert total >= 16 and free is not None and 0 < free <= total
         cancelled = await backend.cancel(job)
         assert cancelled.state == "Cancelled"
+        assert backend.quota_ledger().get("job:aa01") is None
+        # the ledger is live and keyed as the hub keys it: a notebook pod shows up
+        core = client.CoreV1Api(k8s_cluster.api)
+        core.create_namespaced_pod(
+            namespace,
+            {
+                "metadata": {
+                    "name": "jupyter-alice",
+                    "labels": {"gpuhub.io/gpus": "1", "gpuhub.io/gpu-type": "a100"},
+                    "annotations": {"gpuhub.io/user": "alice", "gpuhub.io/group": "vision"},
+                },
+                "spec": {
+                    "containers": [{"name": "notebook", "image": "x"}],
+                    "nodeSelector": {"gpuhub.dev/none": "none"},  # stays Pending
+                },
+            },
+        )
+        await wait_for(
+            lambda: _async(backend.quota_ledger().get(f"pod:{namespace}/jupyter-alice")),
+            30,
+            "the notebook pod in the jobs service's ledger",
+        )
+    finally:
+        await backend.shutdown()
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+async def test_submit_is_whole_or_nothing(
+    k8s_cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """The script ConfigMap cannot be created (its name is taken): the job is deleted
+    again, the error says why, and no GPU stays held."""
+    crds_served(k8s_cluster, namespace)
+    custom = client.CustomObjectsApi(k8s_cluster.api)
+    client.CoreV1Api(k8s_cluster.api).create_namespaced_config_map(
+        namespace, {"metadata": {"name": "gpuhub-job-cc01-script"}, "data": {"x": "y"}}
+    )
+    holder = active(tmp_path)
+    cfg = holder.config
+    backend = KubeflowJobBackend(
+        active=holder,
+        data_dir=tmp_path,
+        namespace=namespace,
+        kubeconfig=str(k8s_cluster.kubeconfig),
+    )
+    await backend.recover()
+    try:
+        with pytest.raises(
+            JobNotCreated, match="ConfigMap gpuhub-job-cc01-script already exists"
+        ) as e:
+            await backend.submit(spec(cfg, "alice", "cc01", workers=2), ["vision"])
+        assert e.value.status == 409
+        assert (
+            custom.list_namespaced_custom_object("kubeflow.org", "v1", namespace, "pytorchjobs")[
+                "items"
+            ]
+            == []
+        )
+        assert backend.quota_ledger().get("job:cc01") is None
+        # the group's 4 GPUs are all free again
+        job = await backend.submit(spec(cfg, "alice", "cc02", workers=2), ["vision"])
+        assert job.id == "cc02"
+    finally:
+        await backend.shutdown()
+
+
+async def test_cancel_never_deletes_a_job_that_finished_meanwhile(
+    k8s_cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """The job ends right after cancel read it as running: the delete's resourceVersion
+    precondition fails, cancel reports the real final state, and the job and its logs stay."""
+    from kubernetes_asyncio import client as aclient
+
+    crds_served(k8s_cluster, namespace)
+    custom = client.CustomObjectsApi(k8s_cluster.api)
+    holder = active(tmp_path)
+    backend = KubeflowJobBackend(
+        active=holder,
+        data_dir=tmp_path,
+        namespace=namespace,
+        kubeconfig=str(k8s_cluster.kubeconfig),
+    )
+    await backend.recover()
+    name = "gpuhub-job-dd01"
+
+    def finish() -> None:  # what the training operator writes when the job succeeds
+        custom.patch_namespaced_custom_object_status(
+            "kubeflow.org",
+            "v1",
+            namespace,
+            "pytorchjobs",
+            name,
+            {"status": {"conditions": [{"type": "Succeeded", "status": "True", "reason": "X"}]}},
+        )
+
+    real_get = aclient.CustomObjectsApi.get_namespaced_custom_object
+    reads = []
+
+    async def get_then_finish(self: Any, *args: Any, **kwargs: Any) -> Any:
+        obj = await real_get(self, *args, **kwargs)
+        reads.append(obj["metadata"]["resourceVersion"])
+        if len(reads) == 1:
+            await asyncio.to_thread(finish)  # the job ends between cancel's read and delete
+        return obj
+
+    try:
+        job = await backend.submit(spec(holder.config, "alice", "dd01", workers=1), ["vision"])
+        with (
+            patch.object(aclient.CustomObjectsApi, "get_namespaced_custom_object", get_then_finish),
+            pytest.raises(JobFinished, match=r"already ended \(Succeeded\)"),
+        ):
+            await backend.cancel(job)
+        assert len(reads) == 2 and reads[0] != reads[1]  # decided again on the new state
+        obj = custom.get_namespaced_custom_object(
+            "kubeflow.org", "v1", namespace, "pytorchjobs", name
+        )
+        assert "deletionTimestamp" not in obj["metadata"]
+        assert backend.quota_ledger().get("job:dd01") is None
     finally:
         await backend.shutdown()
 
@@ -391,7 +536,7 @@ async def test_pytorchjob_runs_ddp_on_the_process_node(
             sorted((a.user, a.group, a.gpus, a.kind, a.pending) for a in allocs if a)
             == [("alice", "vision", 1, "job", False)] * 2
         )
-        kube_ledger = KubeLedgerBackend(cfg)
+        kube_ledger = KubeLedgerBackend(lambda: cfg)
         kube_ledger.resync(pod_dicts, namespace)
         assert sum(a.gpus for a in kube_ledger.snapshot().usage() if a.group == "vision") == 2
         notebook = SpawnRequest(

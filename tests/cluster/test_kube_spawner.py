@@ -3,6 +3,7 @@ scheduler places and the process node runs; quotas come from the watch cache."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -286,11 +287,26 @@ def test_cuda13_images_only_land_on_drivers_from_580(
     assert new  # the fleet has new-driver A100 nodes the pod was considered for
 
 
-def test_without_gpuhub_rbac_the_spawn_fails_clearly(
+def hub_exit_log(hub: Hub) -> str:
+    """Start ``hub`` expecting it to stop by itself at start; its log."""
+    with contextlib.suppress(RuntimeError):  # exited before or after answering
+        hub.start()
+    assert hub.proc is not None
+    assert hub.proc.wait(timeout=90) != 0
+    return hub.log_tail(200)
+
+
+def missing_grants(log: str) -> str:
+    """What the hub's stop message says its account may not do."""
+    line = next(x for x in log.splitlines() if " may not " in x)
+    return line.split(" may not ", 1)[1].split(". GPUKubeSpawner", 1)[0]
+
+
+def test_without_gpuhub_rbac_the_hub_stops_at_start_naming_the_grant(
     k8s_cluster: Cluster, namespace: str, gpu_node: ProcessNode, tmp_path: Path
 ):
-    """With only Zero to JupyterHub's own hub Role (no gpuhub ClusterRoles), a GPU spawn
-    fails with a message that names the missing permission and the file that grants it."""
+    """With only Zero to JupyterHub's own hub Role (no gpuhub ClusterRoles), the hub stops
+    at start with the missing permission and the file that grants it."""
     from testbed.apply import apply, load_yaml
     from testbed.kubeconfig import write_kubeconfig
     from testbed.rbac import HUB_RBAC, _retarget, service_account_token
@@ -304,22 +320,44 @@ def test_without_gpuhub_rbac_the_spawn_fails_clearly(
         token,
         "z2jh-hub",
     )
+    hub = cluster_hub(tmp_path / "hub", CONFIG, kubeconfig, namespace, gpu_node.name)
+    try:
+        log = hub_exit_log(hub)
+        assert missing_grants(log) == "list nodes cluster-wide; watch nodes cluster-wide", log
+        assert f"system:serviceaccount:{namespace}:hub" in log
+        assert "helm-values/manifests/rbac.yaml grants that" in log
+        assert "pods in namespace" not in log  # the z2jh Role does grant the pods
+    finally:
+        hub.stop()
+
+
+def test_a_watch_scope_outside_the_shipped_rbac_stops_the_hub_at_start(
+    k8s_cluster: Cluster,
+    namespace: str,
+    hub_kubeconfig: Path,
+    gpu_node: ProcessNode,
+    tmp_path: Path,
+):
+    """The shipped rbac.yaml (bound in the hub's namespace only) and a watch scope that
+    adds another namespace: the hub stops at start naming verb, resource, namespace and
+    the file; no spawn is ever tried."""
+    other = f"other-{uuid.uuid4().hex[:6]}"
     hub = cluster_hub(
         tmp_path / "hub",
         CONFIG,
-        kubeconfig,
+        hub_kubeconfig,
         namespace,
         gpu_node.name,
-        GPUHUB_K8S_RETRY_TIMEOUT="5",
+        GPUHUB_WATCH_NAMESPACES=json.dumps([namespace, other]),
     )
-    hub.start()
     try:
-        r = spawn(hub, "alice", hub.token("alice"), {"profile": "gpu"})
-        assert r.status_code == 503, r.text
-        msg = r.json()["message"]
-        assert "may not list/watch nodes (403 Forbidden)" in msg, msg
-        assert "apply helm-values/manifests/rbac.yaml" in msg
-        assert not k8s_cluster.core.list_namespaced_pod(namespace).items  # nothing half-made
+        log = hub_exit_log(hub)
+        assert f"may not list pods in namespace {other}; watch pods in namespace {other}." in log
+        assert (
+            f"pods in namespace {namespace}" not in log
+            and "nodes" not in log.split("may not")[1].split(".")[0]
+        )
+        assert "helm-values/manifests/rbac.yaml" in log
     finally:
         hub.stop()
 

@@ -121,7 +121,7 @@ def test_jobs_service_and_backend_read_it_per_request(cfg_file: Path, raw, tmp_p
     class Backend(JobBackend):
         """Only the contract's config part; nothing runs."""
 
-        recover = submit = get = list_jobs = logs = cancel = snapshot = None  # type: ignore
+        recover = submit = get = list_jobs = logs = cancel = quota_ledger = None  # type: ignore
         capacity = None  # type: ignore
 
     holder = ActiveConfig(cfg_file, interval=0)

@@ -5,13 +5,11 @@ from __future__ import annotations
 import copy
 from dataclasses import replace
 from decimal import Decimal
-from types import SimpleNamespace
 
 import pytest
 
 from gpuhub.jobs.backends.kubeflow import (
     KubeflowJobBackend,
-    allocations_from_cluster,
     job_from_object,
 )
 from gpuhub.jobs.manifests import (
@@ -331,7 +329,7 @@ def test_home_claim_template_refuses_fields_a_job_cannot_know():
         KubeflowJobBackend(home_claim_template="claim-{userid}")
 
 
-def test_state_and_live_allocations_from_cluster(config):
+def test_state_from_cluster(config):
     job = make_job(config, spec(config), SETTINGS, "vision")
     job["metadata"]["creationTimestamp"] = "2026-11-23T09:12:00Z"
     assert job_state(job) == ("Queued", "")
@@ -350,33 +348,6 @@ def test_state_and_live_allocations_from_cluster(config):
         2,
         "Running",
     )
-    notebook = SimpleNamespace(
-        metadata=SimpleNamespace(
-            name="jupyter-alice",
-            labels={
-                "gpuhub.io/gpus": "1",
-                "gpuhub.io/gpu-type": "a100",
-                "gpuhub.io/user": "alice",
-                "gpuhub.io/group": "vision",
-            },
-            annotations={},
-            creation_timestamp=None,
-        ),
-        status=SimpleNamespace(phase="Running"),
-    )
-    worker_pod = SimpleNamespace(
-        metadata=SimpleNamespace(
-            name="w", labels=dict(LABELS), annotations={}, creation_timestamp=None
-        ),
-        status=SimpleNamespace(phase="Running"),
-    )
-    allocs = allocations_from_cluster([notebook, worker_pod], [job])
-    assert sorted((a.key, a.user, a.group, a.gpus, a.kind) for a in allocs) == [
-        ("job:0a1b2c", "bob", "vision", 4, "job"),
-        ("pod:jupyter-alice", "alice", "vision", 1, "notebook"),
-    ]
-    job["status"]["conditions"].append({"type": "Succeeded", "status": "True"})
-    assert allocations_from_cluster([], [job]) == []
 
 
 def test_group_quota_class_on_gpu_workers_only(config):

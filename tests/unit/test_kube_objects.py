@@ -11,7 +11,7 @@ from gpuhub.errors import QuotaDenied
 from gpuhub.kube.labels import allocation_from_pod, allocation_marks, label_value
 from gpuhub.kube.ledger import KubeLedgerBackend
 from gpuhub.kube.messages import explain_failed_scheduling, pods_ahead, wait_message
-from gpuhub.kube.nodes import capacity, driver_of
+from gpuhub.kube.nodes import CapacityTotals, driver_of
 from gpuhub.kube.objects import (
     PodRequest,
     cpu_quantity,
@@ -271,6 +271,13 @@ def gpod(
     }
 
 
+def capacity(config, nodes, pods, cuda=None, node_selector=None):
+    totals = CapacityTotals(node_selector)
+    totals.resync_nodes(nodes)
+    totals.resync_pods(pods)
+    return totals.totals(config, cuda)
+
+
 def test_capacity_and_driver_filter(config):
     nodes = [
         node("a1", "NVIDIA-A100-SXM4-80GB", 8, "535.104.05"),
@@ -292,7 +299,7 @@ def test_capacity_and_driver_filter(config):
 
 
 def test_kube_ledger_counts_pending_pods_and_in_flight(config):
-    backend = KubeLedgerBackend(config)
+    backend = KubeLedgerBackend(lambda: config)
     bob = gpod("bob", None, 2, phase="Pending")
     backend.resync([bob])
     r = req(config, "alice", profile="gpu", gpus=2)
@@ -334,7 +341,7 @@ def test_kube_ledger_counts_pending_pods_and_in_flight(config):
 def test_old_pod_and_new_spawn_of_one_server_both_count(config):
     """Restarting a server while its old pod terminates: both hold GPUs until the old pod is
     gone (no overcommit), and the old pod's DELETED event keeps the new reservation."""
-    backend = KubeLedgerBackend(config)
+    backend = KubeLedgerBackend(lambda: config)
     old = gpod("alice", "a1", 1, user="alice")
     old["metadata"]["annotations"]["gpuhub.io/key"] = "server:alice/"
     old["metadata"]["deletionTimestamp"] = "2026-11-23T09:10:00Z"
@@ -402,3 +409,38 @@ def test_group_quota_manifests(config):
     assert priority_class("Vision Team") != priority_class("vision-team")
     assert is_quota_rejection(403, 'pods "x" is forbidden: exceeded quota: gpuhub-group-vision')
     assert not is_quota_rejection(403, "forbidden: User cannot create pods")
+
+
+def test_job_reservation_holds_until_all_its_worker_pods_are_seen(config):
+    """A 2-worker × 2-GPU job holds 4 GPUs from submit until both worker pods are seen,
+    whatever the order; pods already seen keep counting under their own keys."""
+    backend = KubeLedgerBackend(lambda: config)
+    r = req(config, "alice", profile="gpu", gpus=4)
+    backend.reserve("job:aa01", r, ["vision"], kind="job")
+
+    def worker(name):
+        pod = gpod(name, "a1", 2, user="alice")
+        pod["metadata"]["annotations"] = {}
+        pod["metadata"]["labels"] |= {"gpuhub.io/kind": "job", "gpuhub.io/job-id": "aa01"}
+        return pod
+
+    used = lambda: backend.snapshot().totals.used(group="vision")  # noqa: E731
+    master = worker("gpuhub-job-aa01-master-0")
+    backend.observe("ADDED", master)
+    backend.observe("MODIFIED", master)  # the same pod again is no second worker
+    assert used() == 4
+    with pytest.raises(QuotaDenied):
+        backend.reserve("server:bob/", req(config, "bob", profile="gpu"), ["vision"])
+    backend.observe("ADDED", worker("gpuhub-job-aa01-worker-0"))
+    assert used() == 4
+    assert sorted(a.key for a in backend.snapshot().usage()) == [
+        "pod:hub/gpuhub-job-aa01-master-0",
+        "pod:hub/gpuhub-job-aa01-worker-0",
+    ]
+    # a job that ends (or whose creation fails) before its pods appear holds nothing
+    carol = req(config, "carol", groups=("nlp",), profile="gpu", gpus=1)
+    backend.reserve("job:bb02", carol, ["nlp"], kind="job")
+    assert backend.snapshot().totals.used(group="nlp") == 1
+    backend.release("job:bb02")
+    assert backend.snapshot().totals.used(group="nlp") == 0
+    assert used() == 4

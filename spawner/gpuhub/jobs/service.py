@@ -157,7 +157,7 @@ class JobsService:
 
     def _live(self) -> tuple[Ledger, dict[str, tuple[int, int | None]]]:
         """The backend's ledger and capacity (blocking on one machine: a thread's job)."""
-        return self.backend.snapshot(), self.backend.capacity()
+        return self.backend.quota_ledger(), self.backend.capacity()
 
     async def options(self, caller: Caller) -> dict[str, Any]:
         """``GET api/options``: what the dialog may offer ``caller``, with the quota left

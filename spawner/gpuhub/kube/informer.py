@@ -21,6 +21,37 @@ from kubernetes_asyncio.client.exceptions import ApiException
 log = logging.getLogger(__name__)
 
 
+def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a pod gpuhub reads (marks, node, phase, times).  The cache keeps only
+    these: a full pod is a hundred nested objects (managed fields, containers, volumes)
+    that the garbage collector would rescan, pausing the hub, at 10,000 pods."""
+    meta = pod.get("metadata", {})
+    keep = ("name", "namespace", "labels", "annotations", "creationTimestamp")
+    return {
+        "metadata": {k: meta[k] for k in (*keep, "deletionTimestamp") if k in meta},
+        "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
+        "status": {"phase": (pod.get("status") or {}).get("phase")},
+    }
+
+
+def slim_node(node: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a node gpuhub reads (labels, schedulability, GPUs, readiness)."""
+    meta, spec, status = node.get("metadata", {}), node.get("spec") or {}, node.get("status") or {}
+    gpus = (status.get("allocatable") or {}).get("nvidia.com/gpu")
+    return {
+        "metadata": {"name": meta.get("name"), "labels": meta.get("labels") or {}},
+        "spec": {"unschedulable": spec.get("unschedulable", False)},
+        "status": {
+            "allocatable": {} if gpus is None else {"nvidia.com/gpu": gpus},
+            "conditions": [
+                {"type": "Ready", "status": c.get("status")}
+                for c in status.get("conditions") or []
+                if c.get("type") == "Ready"
+            ],
+        },
+    }
+
+
 def object_key(obj: dict[str, Any]) -> str:
     meta = obj.get("metadata", {})
     ns = meta.get("namespace")
@@ -32,20 +63,22 @@ class Informer:
 
     ``list_method`` is a bound ``kubernetes_asyncio`` list method (e.g.
     ``CoreV1Api.list_pod_for_all_namespaces`` or ``list_namespaced_pod`` with
-    ``namespace`` in ``kwargs``).  ``list_calls`` counts LISTs (first load + re-lists
-    after a broken watch), for benchmarks and tests.
+    ``namespace`` in ``kwargs``).  ``slim`` keeps the parts of each object that are read.
+    ``list_calls`` counts LISTs (first load + re-lists after a broken watch).
     """
 
     def __init__(
         self,
         list_method: Callable[..., Any],
         kind: str,
+        slim: Callable[[dict[str, Any]], dict[str, Any]],
         *,
         timeout_seconds: int = 300,
         **kwargs: Any,
     ) -> None:
         self.list_method = list_method
         self.kind = kind
+        self.slim = slim
         self.kwargs = kwargs
         self.timeout_seconds = timeout_seconds
         self.objects: dict[str, dict[str, Any]] = {}
@@ -89,7 +122,8 @@ class Informer:
                 status=data.get("code", getattr(resp, "status", 0)),
                 reason=data.get("message", "list failed"),
             )
-        self.objects = {object_key(o): o for o in data.get("items", [])}
+        items = (self.slim(o) for o in data.pop("items", None) or [])
+        self.objects = {object_key(o): o for o in items}
         for fn in self.relist_listeners:
             fn(list(self.objects.values()))
         return str(data["metadata"]["resourceVersion"])
@@ -113,11 +147,12 @@ class Informer:
                     **self.kwargs,
                 ) as stream:
                     async for event in stream:
-                        obj = event["raw_object"]
+                        raw = event["raw_object"]
                         etype = event["type"]
-                        rv = obj["metadata"]["resourceVersion"]
+                        rv = raw["metadata"]["resourceVersion"]
                         if etype == "BOOKMARK":
                             continue
+                        obj = self.slim(raw)
                         key = object_key(obj)
                         if etype == "DELETED":
                             self.objects.pop(key, None)

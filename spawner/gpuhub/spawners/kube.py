@@ -14,25 +14,32 @@ import asyncio
 import contextlib
 import copy
 import time
-from typing import Any, ClassVar
+from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubespawner import KubeSpawner
 from kubespawner.clients import shared_client
 from traitlets import Bool, Integer, List, Unicode, default
 
+from ..activeconfig import active_config
+from ..kube.clusterview import ClusterView, cluster_view
 from ..kube.groupquota import is_quota_rejection
-from ..kube.informer import Informer
-from ..kube.labels import GPU_POD_SELECTOR
-from ..kube.ledger import KubeLedgerBackend
 from ..kube.messages import explain_failed_scheduling, pods_ahead, wait_message
-from ..kube.nodes import capacity, drivers_by_type
 from ..kube.objects import pod_overrides
 from ..model import Allocation, SpawnRequest
 from .base import GpuhubSpawnerMixin, LedgerBackend, user_error
 
 _LIST_TRAITS = ("tolerations", "node_affinity_required", "volumes", "volume_mounts")
 _DICT_TRAITS = ("extra_resource_limits", "environment", "extra_labels", "extra_annotations")
+
+
+def _extend(base: Any, extra: list[Any]) -> Any:
+    """The admin's list trait plus gpuhub's items.  KubeSpawner also takes these traits
+    as dicts (z2jh sets ``volumes``/``volume_mounts`` that way; values are sorted by key):
+    then gpuhub's items go in under ``gpuhub-<n>`` keys."""
+    if isinstance(base, dict):
+        return {**base, **{f"gpuhub-{i}": item for i, item in enumerate(extra)}}
+    return [*base, *extra]
 
 
 class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
@@ -52,7 +59,30 @@ class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
         Unicode(),
         config=True,
         help="""Namespaces whose gpuhub pods (notebooks and training-job workers) count
-        against quotas.  Empty: every namespace (needs a ClusterRole to watch pods).
+        against quotas.  Defaults to the spawner's own ``namespace``, which the shipped
+        ``helm-values/manifests/rbac.yaml`` grants; list every namespace gpuhub uses (the
+        jobs' too) and bind that file's RoleBinding in each.  An empty list watches every
+        namespace (needs a ClusterRole on pods).  The hub checks at start that it may
+        list and watch pods there and nodes cluster-wide, and stops if not.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    @default("watch_namespaces")
+    def _default_watch_namespaces(self) -> list[str]:
+        return [self.namespace]
+
+    delete_grace_period = Integer(
+        30,
+        config=True,
+        help="""Seconds a stopped server's pod may take to exit before it is killed
+        (KubeSpawner's default is 1).  The apiserver's ResourceQuota stops counting a
+        terminating pod once its deletion timestamp plus this grace has passed, even when
+        the kubelet has not yet killed it and it still holds its GPU; a grace longer than
+        a kill takes keeps the pod charged until the kubelet confirms it gone, so a new
+        pod is not admitted onto a GPU that is still in use.  A pod that exits on SIGTERM
+        is gone at once whatever this value.  A stop never force-deletes a GPU pod.
 
         .. versionadded:: 0.1
         """,
@@ -70,68 +100,28 @@ class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
         """,
     )
 
-    _caches: ClassVar[dict[Any, tuple[list[Informer], Informer]]] = {}
-    _backends: ClassVar[dict[Any, KubeLedgerBackend]] = {}
     _base: dict[str, Any] | None = None
     _gpuhub_request: SpawnRequest | None = None
     _gpuhub_alloc: Allocation | None = None
 
-    # -- shared caches ------------------------------------------------------------------
-    def _informers(self) -> tuple[list[Informer], Informer]:
-        loop = asyncio.get_event_loop()
-        key = (id(loop), tuple(self.watch_namespaces))
-        if key not in self._caches:
-            core = shared_client("CoreV1Api")
-            if self.watch_namespaces:
-                pods = [
-                    Informer(
-                        core.list_namespaced_pod,
-                        f"pods in {ns}",
-                        namespace=ns,
-                        label_selector=GPU_POD_SELECTOR,
-                    )
-                    for ns in self.watch_namespaces
-                ]
-            else:
-                pods = [
-                    Informer(
-                        core.list_pod_for_all_namespaces, "pods", label_selector=GPU_POD_SELECTOR
-                    )
-                ]
-            nodes = Informer(core.list_node, "nodes")
-            self._caches[key] = (pods, nodes)
-        return self._caches[key]
-
-    def _gpu_pods(self) -> list[dict[str, Any]]:
-        pods, _ = self._informers()
-        return [p for inf in pods for p in inf.objects.values()]
+    # -- the shared cluster view ----------------------------------------------------------
+    @property
+    def gpuhub_view(self) -> ClusterView:
+        """This process's view of the watched namespaces (shared by every spawner)."""
+        holder = active_config(self.gpuhub_config_file, self.log)
+        return cluster_view(self.watch_namespaces, lambda: shared_client("CoreV1Api"), holder.get)
 
     async def gpuhub_caches_ready(self) -> None:
         """Wait (at most ``k8s_api_request_retry_timeout``) for the caches' first load."""
-        pods, nodes = self._informers()
         async with asyncio.timeout(self.k8s_api_request_retry_timeout):
-            await asyncio.gather(*(i.wait_ready() for i in [*pods, nodes]))
+            await self.gpuhub_view.wait_ready()
 
     def gpuhub_backend(self) -> LedgerBackend:
-        """One backend per config and cache set, fed by the pod informers' events."""
-        cfg = self.gpuhub
-        pods, _ = self._informers()
-        key = (id(cfg), id(pods))
-        if key not in self._backends:
-            backend = KubeLedgerBackend(cfg)
-            for inf, ns in zip(pods, self.watch_namespaces or [None], strict=True):
-                inf.listeners.append(backend.observe)
-                inf.relist_listeners.append(lambda objs, ns=ns, b=backend: b.resync(objs, ns))
-                backend.resync(list(inf.objects.values()), ns)
-            self._backends[key] = backend
-        return self._backends[key]
+        return self.gpuhub_view.ledger
 
     def gpuhub_capacity(self) -> tuple[dict[str, tuple[int, int]], str, bool]:
-        _, nodes = self._informers()
-        cap = capacity(
-            self.gpuhub, nodes.objects.values(), self._gpu_pods(), node_selector=self.node_selector
-        )
-        return cap, "cluster", True
+        totals = self.gpuhub_view.capacity(self.node_selector).totals(self.gpuhub)
+        return totals, "cluster", True
 
     async def _render_options_form_async(self) -> str:
         await self.gpuhub_caches_ready()
@@ -150,8 +140,7 @@ class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
         try:
             await self.gpuhub_caches_ready()
         except TimeoutError as e:
-            pods, nodes = self._informers()
-            problems = sorted({i.last_error for i in [*pods, nodes] if i.last_error})
+            problems = self.gpuhub_view.problems()
             detail = f": {'; '.join(problems)}" if problems else "; try again shortly"
             self.log.error("gpuhub: GPU usage could not be read from the cluster%s", detail)
             raise user_error(503, f"GPU usage could not be read from the cluster{detail}") from e
@@ -188,7 +177,7 @@ class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
         for name, value in overrides.items():
             base = self._base[name]
             if name in _LIST_TRAITS:
-                value = [*base, *value]
+                value = _extend(base, value)
             elif name in _DICT_TRAITS:
                 value = {**base, **value}
             elif name == "priority_class_name" and not value:
@@ -238,13 +227,18 @@ class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
                     await task
                 with contextlib.suppress(Exception):
                     await self.api.delete_namespaced_pod(
-                        self.pod_name, self.namespace, grace_period_seconds=0
+                        self.pod_name,
+                        self.namespace,
+                        grace_period_seconds=self.delete_grace_period,
                     )
             raise
 
     async def stop(self, now: bool = False) -> None:
+        """Delete the pod with ``delete_grace_period`` even when ``now``: a forced delete
+        drops the pod object (and its quota charge) while its process may still hold
+        the GPU.  The wait for the pod to be gone is the same."""
         try:
-            await super().stop(now=now)
+            await super().stop(now=False)
         finally:
             self.release_resources()
 
@@ -261,19 +255,11 @@ class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
         )
         if pod is not None and pod.get("status", {}).get("phase") != "Pending":
             return None
-        _, nodes = self._informers()
-        total, free = capacity(
-            self.gpuhub,
-            nodes.objects.values(),
-            self._gpu_pods(),
-            cuda=req.image.cuda,
-            node_selector=self.node_selector,
-        ).get(req.gpu_type, (0, 0))
+        totals = self.gpuhub_view.capacity(self.node_selector)
+        total, free = totals.totals(self.gpuhub, cuda=req.image.cuda).get(req.gpu_type, (0, 0))
         name = self.gpuhub.gpu_types[req.gpu_type].display_name
         if total == 0:
-            seen = drivers_by_type(self.gpuhub, nodes.objects.values(), self.node_selector).get(
-                req.gpu_type, []
-            )
+            seen = totals.drivers(self.gpuhub).get(req.gpu_type, [])
             if not seen or not req.image.cuda:
                 return f"the cluster has no schedulable {name} node right now"
             return (
@@ -281,7 +267,7 @@ class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
                 f"(needs ≥ {req.image.min_driver or 'a newer driver'}; "
                 f"{name} nodes have {', '.join(seen)})"
             )
-        ahead = pods_ahead(self._gpu_pods(), self.gpuhub_key, req.gpu_type)
+        ahead = pods_ahead(list(self.gpuhub_view.pods()), self.gpuhub_key, req.gpu_type)
         return wait_message(name, total, free, ahead)
 
     async def progress(self) -> Any:

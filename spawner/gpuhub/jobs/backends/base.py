@@ -57,7 +57,7 @@ class JobBackend(LoggingConfigurable, metaclass=_Meta):
 
     # -- quota ---------------------------------------------------------------------------
     @abstractmethod
-    def snapshot(self) -> Ledger:
+    def quota_ledger(self) -> Ledger:
         """The ledger the quota is decided on (shared with notebooks), for display."""
 
     @abstractmethod

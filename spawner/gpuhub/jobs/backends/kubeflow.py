@@ -1,10 +1,12 @@
 """Kubeflow training jobs (``PyTorchJob`` / ``TFJob``, ``kubeflow.org/v1``).
 
 Manifests come from the pure builders in :mod:`gpuhub.jobs.manifests` (admin-owned pod
-template, catalog image, GPU limits, gpuhub labels).  Quota is decided on a ledger rebuilt
-from the cluster (gpuhub-labelled pods and unfinished gpuhub jobs) — the same policy and
-explanation as notebooks; an in-process lock serialises check-and-create within this
-service.  With a Kueue queue configured, jobs are created suspended and Kueue admits them.
+template, catalog image, GPU limits, gpuhub labels).  Quota is decided on the same live
+view of the cluster as the hub's (:mod:`gpuhub.kube.clusterview`: the gpuhub pods of the
+watched namespaces, keyed ``pod:<namespace>/<name>``) with the same policy and explanation
+as notebooks; a job's reservation (``job:<id>``) holds until all its worker pods are seen.
+With a Kueue queue configured, jobs are created suspended (holding nothing) and Kueue
+admits them.  A job is created whole or not at all, and cancelled only while unfinished.
 
 Adding Kubeflow Trainer v2 beside this: a ``TrainJobBackend`` would reuse everything here
 except :meth:`KubeflowJobBackend._build` / the plural and ``_state`` — a pure
@@ -16,16 +18,19 @@ labels and volumes as ``runtimePatches``) and a state mapping from its condition
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from traitlets import Bool, Dict, Enum, Integer, TraitError, Unicode, validate
+from kubernetes_asyncio.client.exceptions import ApiException
+from traitlets import Bool, Dict, Enum, Integer, List, TraitError, Unicode, default, validate
 
-from ...errors import OptionError
+from ...errors import GpuhubError, OptionError
+from ...kube.clusterview import ClusterView, cluster_view
 from ...kube.objects import expand_user_template
 from ...ledger import Ledger
-from ...model import Allocation
+from ..errors import JobFinished
 from ..manifests import (
     KUBEFLOW_V1,
     LABEL,
@@ -41,46 +46,18 @@ from .base import JobBackend
 
 PLURALS = {"PyTorchJob": "pytorchjobs", "TFJob": "tfjobs"}
 _SELECTOR = f"{LABEL}/kind=job"
+FINISHED = ("Succeeded", "Failed")
+READY_TIMEOUT = 60  # seconds recover() waits for the cluster view's first LIST
+CANCEL_ATTEMPTS = 5
 
 
-def allocations_from_cluster(pods: list[Any], jobs: list[dict[str, Any]]) -> list[Allocation]:
-    """Allocations of gpuhub objects: unfinished jobs (``workers × gpus``) and GPU pods
-    that are not part of a job (notebooks)."""
-    allocs: list[Allocation] = []
-    for obj in jobs:
-        meta = obj.get("metadata", {})
-        labels, notes = meta.get("labels") or {}, meta.get("annotations") or {}
-        gpus = int(labels.get(f"{LABEL}/gpus", "0")) * int(notes.get(f"{LABEL}/workers", "1"))
-        if gpus and job_state(obj)[0] not in ("Succeeded", "Failed"):
-            allocs.append(
-                Allocation(
-                    key=f"job:{labels.get(f'{LABEL}/job-id')}",
-                    user=notes.get(f"{LABEL}/user", ""),
-                    group=notes.get(f"{LABEL}/group", ""),
-                    gpu_type=labels.get(f"{LABEL}/gpu-type", ""),
-                    gpus=gpus,
-                    kind="job",
-                    since=_ts(meta.get("creationTimestamp")),
-                )
-            )
-    for pod in pods:
-        labels = pod.metadata.labels or {}
-        notes = pod.metadata.annotations or {}
-        if labels.get(f"{LABEL}/kind") == "job" or pod.status.phase in ("Succeeded", "Failed"):
-            continue
-        gpus = int(labels.get(f"{LABEL}/gpus", "0") or 0)
-        if gpus:
-            allocs.append(
-                Allocation(
-                    key=f"pod:{pod.metadata.name}",
-                    user=notes.get(f"{LABEL}/user", labels.get(f"{LABEL}/user", "")),
-                    group=notes.get(f"{LABEL}/group", labels.get(f"{LABEL}/group", "")),
-                    gpu_type=labels.get(f"{LABEL}/gpu-type", ""),
-                    gpus=gpus,
-                    since=pod.metadata.creation_timestamp,
-                )
-            )
-    return allocs
+class JobNotCreated(GpuhubError):
+    """A job could not be created whole; whatever was created was deleted again (409
+    when an object of its name is in the way, else 502)."""
+
+    def __init__(self, message: str, status: int = 502) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _ts(value: Any) -> datetime | None:
@@ -131,6 +108,21 @@ class KubeflowJobBackend(JobBackend):
         .. versionadded:: 0.1
         """,
     )
+    watch_namespaces = List(
+        Unicode(),
+        config=True,
+        help="""Namespaces whose gpuhub pods (notebooks and job workers) count against
+        quotas, as ``GPUKubeSpawner.watch_namespaces`` for the hub: list the same ones so
+        both see the same usage.  Defaults to ``namespace``.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    @default("watch_namespaces")
+    def _default_watch_namespaces(self) -> list[str]:
+        return [self.namespace]
+
     pod_template = Dict(
         config=True,
         help="""The admin-owned PodTemplateSpec every replica starts from (securityContext,
@@ -217,8 +209,8 @@ class KubeflowJobBackend(JobBackend):
         """,
     )
 
-    _lock: asyncio.Lock | None = None
     _api: Any = None
+    _view: ClusterView | None = None
 
     def settings(self) -> KubeJobSettings:
         return KubeJobSettings(
@@ -249,11 +241,24 @@ class KubeflowJobBackend(JobBackend):
         return self._api
 
     async def recover(self) -> None:
-        """Nothing to re-attach: the cluster keeps the jobs; just connect."""
-        self._lock = asyncio.Lock()
-        await self._client()
+        """Nothing to re-attach (the cluster keeps the jobs): connect and start the shared
+        view of the cluster, waiting for its first LIST."""
+        api = await self._client()
+        from kubernetes_asyncio import client
+
+        view = cluster_view(self.watch_namespaces, lambda: client.CoreV1Api(api), self.active.get)
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                await view.wait_ready()
+        except TimeoutError as e:
+            problems = "; ".join(view.problems()) or "no answer"
+            raise RuntimeError(f"GPU usage could not be read from the cluster: {problems}") from e
+        self._view = view
 
     async def shutdown(self) -> None:
+        if self._view is not None:
+            await self._view.stop()
+            self._view = None
         if self._api is not None:
             await self._api.close()
             self._api = None
@@ -271,46 +276,85 @@ class KubeflowJobBackend(JobBackend):
             for item in res.get("items", []):
                 item.setdefault("kind", kind)
                 out.append(item)
+        for obj in out:
+            if job_state(obj)[0] in FINISHED:
+                self._ended(obj)
         return out
 
-    async def _ledger(self) -> Ledger:
-        from kubernetes_asyncio import client
+    def _ended(self, obj: dict[str, Any]) -> None:
+        """A finished job holds nothing any more (its pods, if any, count while seen)."""
+        if self._view is not None:
+            self._view.ledger.release(f"job:{obj['metadata']['labels'][f'{LABEL}/job-id']}")
 
-        core = client.CoreV1Api(await self._client())
-        pods = await core.list_namespaced_pod(self.namespace, label_selector=f"{LABEL}/gpus")
-        ledger = Ledger(self.gpuhub, None)
-        ledger.replace(allocations_from_cluster(pods.items, await self._jobs()))
-        return ledger
+    def _require_view(self) -> ClusterView:
+        if self._view is None:
+            raise RuntimeError("KubeflowJobBackend.recover() first")
+        return self._view
 
-    _snapshot: Ledger | None = None
-
-    def snapshot(self) -> Ledger:
-        return self._snapshot or Ledger(self.gpuhub, None)
+    def quota_ledger(self) -> Ledger:
+        """The live ledger of the watched namespaces (shared with the hub's view)."""
+        if self._view is None:
+            return Ledger(self.gpuhub, None)
+        return self._view.ledger.snapshot()
 
     def capacity(self) -> dict[str, tuple[int, int | None]]:
-        return {t: (0, None) for t in self.gpuhub.gpu_types}
+        """``(total, free)`` GPUs per type on the nodes the pod template selects; "free"
+        may be shown while the scheduler still queues."""
+        if self._view is None:
+            return {t: (0, None) for t in self.gpuhub.gpu_types}
+        selector = (self.pod_template.get("spec") or {}).get("nodeSelector")
+        totals = self._view.capacity(selector).totals(self.gpuhub)
+        return {t: (total, free) for t, (total, free) in totals.items()}
 
     # -- jobs -----------------------------------------------------------------------------
     async def submit(self, spec: JobSpec, groups: Iterable[str]) -> Job:
+        """Decide and reserve (synchronously, on the live ledger), then create the job and
+        its script ConfigMap; if either create fails, delete what was created and release
+        the reservation.  A suspended job (Kueue) releases at once: it holds nothing
+        until Kueue admits it and its pods appear."""
+        ledger = self._require_view().ledger
+        alloc = ledger.reserve(spec.key, spec.ledger_request(), groups, kind="job")
+        group = alloc.group if alloc else spec.group
+        settings = self.settings()
+        try:
+            created = await self._create(spec, settings, group)
+        except BaseException:
+            ledger.release(spec.key)
+            raise
+        if settings.kueue_queue:
+            ledger.release(spec.key)
+        return job_from_object(created)
+
+    async def _create(self, spec: JobSpec, settings: KubeJobSettings, group: str | None) -> Any:
         from kubernetes_asyncio import client
 
-        assert self._lock is not None, "recover() first"
-        async with self._lock:
-            ledger = await self._ledger()
-            self._snapshot = ledger
-            alloc = ledger.reserve(spec.key, spec.ledger_request(), groups, kind="job")
-            group = alloc.group if alloc else spec.group
-            settings = self.settings()
-            body = make_job(self.gpuhub, spec, settings, group)
-            api = client.CustomObjectsApi(await self._client())
-            created = await api.create_namespaced_custom_object(
-                "kubeflow.org", "v1", self.namespace, PLURALS[body["kind"]], body
-            )
+        body = make_job(self.gpuhub, spec, settings, group)
+        plural = PLURALS[body["kind"]]
+        api = client.CustomObjectsApi(await self._client())
         core = client.CoreV1Api(await self._client())
-        await core.create_namespaced_config_map(
-            self.namespace, make_script_configmap(spec, settings, group, owner=created)
-        )
-        return job_from_object(created)
+        try:
+            created = await api.create_namespaced_custom_object(
+                "kubeflow.org", "v1", self.namespace, plural, body
+            )
+        except ApiException as e:
+            raise _not_created(f"{body['kind']} {body['metadata']['name']}", e) from e
+        cm = make_script_configmap(spec, settings, group, owner=created)
+        try:
+            await core.create_namespaced_config_map(self.namespace, cm)
+        except BaseException as e:
+            with contextlib.suppress(Exception):
+                await api.delete_namespaced_custom_object(
+                    "kubeflow.org",
+                    "v1",
+                    self.namespace,
+                    plural,
+                    body["metadata"]["name"],
+                    propagation_policy="Background",
+                )
+            if isinstance(e, ApiException):
+                raise _not_created(f"ConfigMap {cm['metadata']['name']}", e) from e
+            raise
+        return created
 
     async def get(self, job_id: str) -> Job | None:
         if not job_id.isalnum():
@@ -347,19 +391,50 @@ class KubeflowJobBackend(JobBackend):
         return str(text).splitlines(), job.workers
 
     async def cancel(self, job: Job) -> Job:
-        """Delete the job (its pods and script ConfigMap go with it)."""
+        """Delete the job (its pods and script ConfigMap go with it) only if it is still
+        unfinished: the delete carries the ``resourceVersion`` of the read that saw it
+        unfinished, so a job that ends in between is not deleted with its logs (raises
+        :class:`~gpuhub.jobs.errors.JobFinished` with its real final state)."""
         from kubernetes_asyncio import client
 
         api = client.CustomObjectsApi(await self._client())
         plural = PLURALS["PyTorchJob" if job.framework == "pytorch" else "TFJob"]
-        await api.delete_namespaced_custom_object(
-            "kubeflow.org",
-            "v1",
-            self.namespace,
-            plural,
-            job_name_for(job),
-            propagation_policy="Foreground",
-        )
+        name = job_name_for(job)
+        for _ in range(CANCEL_ATTEMPTS):
+            try:
+                obj = await api.get_namespaced_custom_object(
+                    "kubeflow.org", "v1", self.namespace, plural, name
+                )
+            except ApiException as e:
+                if e.status == 404:
+                    break
+                raise
+            state = job_state(obj)[0]
+            if state in FINISHED:
+                self._ended(obj)
+                raise JobFinished(job.id, state)
+            try:
+                await api.delete_namespaced_custom_object(
+                    "kubeflow.org",
+                    "v1",
+                    self.namespace,
+                    plural,
+                    name,
+                    body={
+                        "preconditions": {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                        "propagationPolicy": "Foreground",
+                    },
+                )
+            except ApiException as e:
+                if e.status == 409:  # changed since the read: decide again on the new state
+                    continue
+                if e.status != 404:
+                    raise
+            break
+        else:
+            raise JobNotCreated(f"job {job.id!r} kept changing; try to cancel it again", 409)
+        if self._view is not None:
+            self._view.ledger.release(f"job:{job.id}")
         return job.ended("Cancelled", "cancelled by the user (job deleted)", [])
 
 
@@ -367,4 +442,17 @@ def job_name_for(job: Job) -> str:
     return f"gpuhub-job-{job.id}"
 
 
-__all__ = ["KUBEFLOW_V1", "KubeflowJobBackend", "allocations_from_cluster", "job_name"]
+def _not_created(what: str, e: ApiException) -> JobNotCreated:
+    if e.status == 409:
+        return JobNotCreated(
+            f"the job was not created: {what} already exists in the jobs' namespace "
+            "(left by an earlier job?); nothing was started and no GPU is held",
+            409,
+        )
+    return JobNotCreated(
+        f"the job was not created: the cluster refused {what} ({e.status} {e.reason}); "
+        "nothing was started and no GPU is held"
+    )
+
+
+__all__ = ["KUBEFLOW_V1", "KubeflowJobBackend", "job_name"]

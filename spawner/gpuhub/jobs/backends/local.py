@@ -265,7 +265,7 @@ class LocalJobBackend(JobBackend):
     def ledger(self) -> LocalBackend:
         return local_backend(self.gpuhub, str(self.data_dir))
 
-    def snapshot(self) -> Ledger:
+    def quota_ledger(self) -> Ledger:
         return self.ledger.snapshot()
 
     def capacity(self) -> dict[str, tuple[int, int | None]]:
