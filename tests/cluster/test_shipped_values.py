@@ -357,11 +357,6 @@ def test_notebook_runs_as_a_pytorchjob_from_the_server(
     assert {p.spec.node_name for p in pods} <= {n.name for n in h100_nodes}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KubeflowJobBackend.capacity() returns (0, None) per type until issue #11's "
-    "'real free GPUs on Kubernetes' lands (jobs/backends/kubeflow.py, another branch)",
-)
 def test_job_dialog_shows_the_clusters_free_gpus(alice_server: dict[str, Any]):
     token, base = alice_server["token"], alice_server["url"]
     r = requests.get(f"{base}gpuhub/options", headers=auth(token), timeout=30)
