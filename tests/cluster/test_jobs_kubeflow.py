@@ -233,12 +233,15 @@ async def test_submit_is_whole_or_nothing(
         ) as e:
             await backend.submit(spec(cfg, "alice", "cc01", workers=2), ["vision"])
         assert e.value.status == 409
-        assert (
-            custom.list_namespaced_custom_object("kubeflow.org", "v1", namespace, "pytorchjobs")[
-                "items"
-            ]
-            == []
-        )
+
+        async def no_job_left() -> bool:
+            # the job is deleted (Foreground: it may still be finishing its deletion)
+            items = custom.list_namespaced_custom_object(
+                "kubeflow.org", "v1", namespace, "pytorchjobs"
+            )["items"]
+            return all(i["metadata"].get("deletionTimestamp") for i in items)
+
+        await wait_for(no_job_left, 60, "the half-created job deleted")
         assert backend.quota_ledger().get("job:cc01") is None
         # the group's 4 GPUs are all free again
         job = await backend.submit(spec(cfg, "alice", "cc02", workers=2), ["vision"])
@@ -520,7 +523,7 @@ async def test_pytorchjob_runs_ddp_on_the_process_node(
             )
 
         try:
-            await wait_for(ranks_printed, 120, "both ranks' DDP step")
+            await wait_for(ranks_printed, 300, "both ranks' DDP step")
         except TimeoutError:
             for pod in pods():
                 print(pod.metadata.name, job_node.logs(namespace, pod.metadata.name, "pytorch"))
@@ -570,7 +573,7 @@ async def test_pytorchjob_runs_ddp_on_the_process_node(
             current = await backend.get(job_id)
             return current if current and current.state in ("Succeeded", "Failed") else None
 
-        done = await wait_for(finished, 120, f"{name} finished")
+        done = await wait_for(finished, 300, f"{name} finished")
         assert done.state == "Succeeded", done.message
         for worker in (0, 1):
             lines, workers = await backend.logs(done, worker, 200)

@@ -71,3 +71,23 @@ async def test_a_running_job_is_cancelled(backend):
     done = await backend.cancel(job)
     assert done.state == "Cancelled"
     assert sleeper.wait() != 0  # signalled
+
+
+async def test_a_cancel_in_flight_when_the_service_stops_answers_and_is_kept(backend):
+    """The service stops (its hub died) while a cancel waits for a job that ignores
+    SIGTERM: the cancel returns at once (the handler answers 202, not a 500 from a task
+    cut off at exit), the job is killed and its cancel is on disk for the next service."""
+    job = running_job(backend, "0d", 0)
+    entry = backend._entries["0d"]
+    entry.proc = subprocess.Popen(["sh", "-c", "trap '' TERM; sleep 3600"], start_new_session=True)
+    entry.pid, stubborn = entry.proc.pid, entry.proc
+    backend.grace_period = 3600.0  # without the stop, the cancel would wait an hour
+    cancel = asyncio.ensure_future(backend.cancel(job))
+    await asyncio.sleep(0.2)
+    assert not cancel.done()
+    await backend.shutdown()
+    returned = await asyncio.wait_for(cancel, 30)
+    assert not returned.done and returned.id == "0d"
+    assert stubborn.wait(timeout=30) != 0  # killed
+    saved = json.loads((backend.jobs_dir / "0d" / "job.json").read_text())
+    assert saved["cancel_requested"] is True

@@ -232,7 +232,10 @@ class JobsApp(Application):
         with contextlib.suppress(TimeoutError):  # let requests in flight (a cancel) finish
             async with asyncio.timeout(3):
                 await service.drained()
-        await service.backend.shutdown()
+        await service.backend.shutdown()  # a cancel still waiting for its job answers now
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2):
+                await service.drained()
         service.runner.shutdown()
 
     def start(self) -> None:

@@ -117,8 +117,9 @@ class JobHandler(BaseHandler):
         if job.done:
             raise JobFinished(job_id, job.state)
         job = await self.service.backend.cancel(job)
-        if job.state != "Cancelled":  # it ended on its own before the backend could stop it
-            raise JobFinished(job_id, job.state)
+        if job.done and job.state != "Cancelled":  # it ended on its own before the backend
+            raise JobFinished(job_id, job.state)  # could stop it
+        # Cancelled, or (a stopping service) being stopped: the cancel is recorded
         self.write_json(job.to_json(), 202)
 
 

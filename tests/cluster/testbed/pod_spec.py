@@ -148,12 +148,20 @@ def volume_folder(volume: dict[str, Any], pod_dir: Path, pvc_root: Path, namespa
     return pod_dir / "volumes" / volume["name"]
 
 
+class VolumeNotReady(Exception):
+    """A configMap/secret volume's object does not exist yet: retry the pod later."""
+
+
 def volume_files(volume: dict[str, Any], namespace: str, read: ObjectReader) -> dict[str, str]:
     """Files to write into a configMap/secret volume (key -> text)."""
     for kind, key in (("configMap", "configMap"), ("secret", "secret")):
         if key in volume:
             name = volume[key].get("name") or volume[key].get("secretName")
-            data = read(kind, namespace, name) or {}
+            found = read(kind, namespace, name)
+            if found is None and not volume[key].get("optional"):
+                # as the kubelet: the pod waits (ContainerCreating) until the object exists
+                raise VolumeNotReady(f"{kind} {namespace}/{name} not found")
+            data = found or {}
             if kind == "secret":
                 return {k: base64.b64decode(v).decode() for k, v in data.items()}
             return dict(data)

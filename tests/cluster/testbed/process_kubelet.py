@@ -38,7 +38,7 @@ from kubernetes.client.rest import ApiException
 from .kubelet_server import serve_logs
 from .node_identity import NodeIdentity, node_body, node_status
 from .pod_runtime import PodRuntime
-from .pod_spec import Pod
+from .pod_spec import Pod, VolumeNotReady
 
 HEARTBEAT_SECONDS = 10.0
 LEASE_SECONDS = 40
@@ -217,11 +217,33 @@ class ProcessKubelet:
             )
             try:
                 runtime.prepare()
+            except VolumeNotReady as missing:
+                log(f"pod {runtime.key}: waiting for a volume ({missing})")
+                self.ips.release(runtime.ip)
+                self._retry_later(pod)
+                return
             except Exception as error:  # noqa: BLE001 - report it on the pod, keep serving
                 runtime.failure = f"cannot prepare pod: {error}"
             log(f"pod {runtime.key} ({uid}) gets IP {runtime.ip}")
             with self.lock:
                 self.pods[uid] = runtime
+
+    def _retry_later(self, pod: Pod, delay: float = 1.0) -> None:
+        """Queue the pod again (as it is then in the API) after ``delay`` seconds, as the
+        kubelet retries a volume mount; nothing if it was deleted or replaced meanwhile."""
+        meta = pod["metadata"]
+
+        def again() -> None:
+            try:
+                now = self.core.read_namespaced_pod(meta["name"], meta["namespace"])
+            except ApiException:
+                return
+            if now.metadata.uid == meta["uid"] and not self.stopping.is_set():
+                self.events.put(("MODIFIED", self.api.sanitize_for_serialization(now)))
+
+        timer = threading.Timer(delay, again)
+        timer.daemon = True
+        timer.start()
 
     def _terminate(self, uid: str, grace: float, delete: bool, pod: Pod | None = None) -> None:
         runtime = self.pods.get(uid)

@@ -104,7 +104,10 @@ class JobBackend(LoggingConfigurable, metaclass=_Meta):
     @abstractmethod
     async def cancel(self, job: Job) -> Job:
         """Stop a running job (graceful, then forced), release its GPUs and return it in
-        state ``Cancelled``.  Only ever touches processes or objects of this job."""
+        state ``Cancelled``.  A job that ended first is returned with its real outcome;
+        one still being stopped when the service stops is returned as it is (not done),
+        its cancel recorded for the next service.  Only ever touches processes or objects
+        of this job."""
 
     def options_extra(self) -> dict[str, Any]:
         """Backend-specific additions to ``GET api/options`` (none by default)."""

@@ -251,6 +251,7 @@ class LocalJobBackend(JobBackend):
 
     _entries: dict[str, _Entry]
     _task: asyncio.Task[None] | None = None
+    _stopping: asyncio.Event | None = None
 
     # -- paths and stores ------------------------------------------------------------------
     @property
@@ -280,6 +281,7 @@ class LocalJobBackend(JobBackend):
     # -- life cycle --------------------------------------------------------------------------
     async def recover(self) -> None:
         self._entries = {}
+        self._stopping = asyncio.Event()
         self.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
         self.jobs_dir.chmod(0o711)
         for path in sorted(self.jobs_dir.glob("*/job.json")):
@@ -312,6 +314,9 @@ class LocalJobBackend(JobBackend):
         self._task = asyncio.create_task(self._supervise())
 
     async def shutdown(self) -> None:
+        """Stop supervising; a cancel in flight stops waiting (see :meth:`cancel`)."""
+        if self._stopping is not None:
+            self._stopping.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -494,9 +499,16 @@ class LocalJobBackend(JobBackend):
         self._signal(e, signal.SIGTERM)
         if not await self._wait(e, self.grace_period):
             self._signal(e, signal.SIGKILL)
+            if self._is_stopping():
+                # The service is stopping: the job is killed and its cancel is on disk
+                # (``cancel_requested``); the next service records it as Cancelled.
+                return e.job
             await self._wait(e, 5)
         await self._finish_once(e)
         return e.job
+
+    def _is_stopping(self) -> bool:
+        return self._stopping is not None and self._stopping.is_set()
 
     def _claim_cancel(self, e: _Entry) -> bool:
         """Decide whether a cancel stops ``e``: synchronous, so nothing (the supervisor,
@@ -521,12 +533,17 @@ class LocalJobBackend(JobBackend):
             e.finishing = False
 
     async def _wait(self, e: _Entry, seconds: float) -> bool:
-        """Wait until the supervisor has recorded the end of ``e`` (``False``: timeout)."""
+        """Wait until the supervisor has recorded the end of ``e`` (``False``: timeout,
+        or the service is stopping)."""
+        waits = [asyncio.ensure_future(e.ended.wait())]
+        if self._stopping is not None:
+            waits.append(asyncio.ensure_future(self._stopping.wait()))
         try:
-            await asyncio.wait_for(e.ended.wait(), seconds)
-        except TimeoutError:
-            return False
-        return True
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        return e.ended.is_set()
 
     def _signal(self, e: _Entry, sig: int) -> None:
         """Signal the wrapper's process group (if it is still the process we started);
