@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 import gpuhub
-from gpuhub.jobs.singleton import AlreadyRunning, hold_lock, lock_path
+from gpuhub.jobs.app import JobsApp
+from gpuhub.jobs.singleton import AlreadyRunning, hold_lock
 
 PYTHONPATH = str(Path(gpuhub.__file__).resolve().parents[1])
 
@@ -71,7 +72,7 @@ def wait_until(condition, what: str, timeout: float = 60) -> None:
 
 @pytest.fixture
 def holder(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[bytes], int]]:
-    path = lock_path(tmp_path)
+    path = JobsApp(data_dir=str(tmp_path)).lock_path
     proc = python(HOLDER, str(path))
     assert proc.stdout is not None
     word, child = proc.stdout.readline().split()

@@ -5,33 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from tornado import web
 from tornado.httpserver import HTTPServer
-from traitlets import Float, Integer, Type, Unicode, default
-from traitlets.config import Application
+from traitlets import Float, Integer, Type, Unicode
 
 from ..activeconfig import active_config
-from ..config import CONFIG_ENV
+from ..serviceapp import HubServiceApp, run_service
 from .backends.base import JobBackend
 from .errors import JobNotFound
 from .handlers import BaseHandler, routes
 from .offloop import ProcessRunner
 from .service import JobsService
-from .singleton import (
-    HUB_PID_ENV,
-    AlreadyRunning,
-    die_with_parent,
-    hold_lock,
-    lock_path,
-    started_by_hub,
-)
 
 SERVICE_NAME = "gpuhub-jobs"
 
@@ -41,11 +30,13 @@ class NotFoundHandler(BaseHandler):
         raise JobNotFound(self.request.path.rsplit("/", 1)[-1])
 
 
-class JobsApp(Application):
+class JobsApp(HubServiceApp):
     """Run a notebook as a distributed training job: the hub service."""
 
     name = SERVICE_NAME
     description = __doc__ or ""
+    default_port = 8011
+    lock_file = "jobs-service.lock"
 
     aliases = {
         "config": "JobsApp.config_file",
@@ -63,60 +54,6 @@ class JobsApp(Application):
         .. versionadded:: 0.1
         """,
     )
-
-    gpuhub_config_file = Unicode(
-        config=True,
-        help="""Path of the gpuhub YAML (profiles, images, quotas), the same file the hub
-        uses.  Defaults to ``$GPUHUB_CONFIG``.
-
-        .. versionadded:: 0.1
-        """,
-    )
-
-    @default("gpuhub_config_file")
-    def _default_gpuhub_config(self) -> str:
-        return os.environ.get(CONFIG_ENV, "gpuhub.yaml")
-
-    data_dir = Unicode(
-        config=True,
-        help="""gpuhub's data directory (ledger, users' working directories, ``jobs/``).
-        Defaults to ``$GPUHUB_DATA``, else ``~/.local/share/gpuhub``.
-
-        .. versionadded:: 0.1
-        """,
-    )
-
-    @default("data_dir")
-    def _default_data_dir(self) -> str:
-        from ..spawners.local import default_data_dir
-
-        return default_data_dir()
-
-    bind_url = Unicode(
-        config=True,
-        help="""Where the service listens.  Defaults to ``$JUPYTERHUB_SERVICE_URL`` (set
-        by the hub for a managed service), else ``http://127.0.0.1:8011``.
-
-        .. versionadded:: 0.1
-        """,
-    )
-
-    @default("bind_url")
-    def _default_bind_url(self) -> str:
-        return os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8011")
-
-    service_prefix = Unicode(
-        config=True,
-        help="""URL prefix the hub's proxy forwards (``/services/gpuhub-jobs/``).
-        Defaults to ``$JUPYTERHUB_SERVICE_PREFIX``.
-
-        .. versionadded:: 0.1
-        """,
-    )
-
-    @default("service_prefix")
-    def _default_prefix(self) -> str:
-        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{SERVICE_NAME}/")
 
     backend_class = Type(
         default_value="gpuhub.jobs.backends.local.LocalJobBackend",
@@ -166,26 +103,6 @@ class JobsApp(Application):
         config=True,
         help="""Seconds one notebook's validation and conversion may take before its
         worker process is killed and the job is refused (400 naming ``notebook``).
-
-        .. versionadded:: 0.1
-        """,
-    )
-
-    auth_cache_max_age = Integer(
-        10,
-        config=True,
-        help="""Seconds the identity of a token is cached (groups are always re-read).
-
-        .. versionadded:: 0.1
-        """,
-    )
-
-    instance_wait = Float(
-        5.0,
-        config=True,
-        help="""Seconds a starting service waits for another jobs service of the same data
-        directory to end (e.g. one finishing its shutdown after its hub died) before it
-        refuses to start.  One service per data directory (``state/jobs-service.lock``).
 
         .. versionadded:: 0.1
         """,
@@ -241,11 +158,7 @@ class JobsApp(Application):
     def start(self) -> None:
         """Take the data directory's lock (before the event loop: it blocks), then serve.
         The lock is held until the process ends."""
-        try:
-            hold_lock(lock_path(Path(self.data_dir)), self.instance_wait)
-        except AlreadyRunning as e:
-            self.log.critical("gpuhub-jobs not starting: %s", e)
-            raise SystemExit(1) from None
+        self.hold_instance_lock()
         asyncio.run(self.serve())
 
 
@@ -259,10 +172,5 @@ def _log_request(handler: web.RequestHandler) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """A managed service ends with the hub that started it (first thing, so that no
-    start-up time is left unguarded); then the app."""
-    if started_by_hub(os.environ):
-        hub = int(os.environ.get(HUB_PID_ENV) or os.getppid())
-        if not die_with_parent(hub):
-            sys.exit(f"{SERVICE_NAME}: the hub that started it (PID {hub}) has ended; not starting")
-    JobsApp.launch_instance(argv)
+    """``gpuhub-jobs``."""
+    run_service(JobsApp, argv)

@@ -23,7 +23,6 @@ from pathlib import Path
 
 from ..errors import GpuhubError
 
-LOCK_FILE = "jobs-service.lock"
 HUB_PID_ENV = "GPUHUB_HUB_PID"
 """Set by the hub config to the hub's PID: the parent a managed service must have."""
 PR_SET_PDEATHSIG = 1
@@ -31,22 +30,17 @@ _POLL = 0.1
 
 
 class AlreadyRunning(GpuhubError):
-    """Another jobs service holds the data directory's lock (``pid``: its PID, if known)."""
+    """Another instance holds the service's lock (``pid``: its PID, if known)."""
 
     def __init__(self, lock: Path, pid: int | None, waited: float) -> None:
         self.lock = lock
         self.pid = pid
         holder = f"PID {pid}" if pid else "PID not written yet"
         super().__init__(
-            f"another gpuhub-jobs service ({holder}) serves {lock.parent.parent}: it still "
+            f"another instance ({holder}) serves {lock.parent.parent}: it still "
             f"held {lock} after {waited:g} s. Only one may run per data directory; "
             f"stop that one first (kill {pid or '<pid>'})"
         )
-
-
-def lock_path(data_dir: Path) -> Path:
-    """The lock file of the jobs service of ``data_dir``."""
-    return data_dir / "state" / LOCK_FILE
 
 
 def _holder(fd: int) -> int | None:
