@@ -95,6 +95,11 @@ def test_groups_show_used_against_quota_by_type_and_no_queue_on_one_machine(raw)
     assert [g.queued for g in queued.groups] == [0, 3] and queued.queue_note == ""
 
 
+def test_a_server_the_hub_does_not_call_ready_is_starting(config):
+    starting = Held(IDLE.alloc, server=HubServer("alice", "", "gpu", "torch", False))
+    assert admin_page(config, [starting], [], report(), "24h", NOW).holders[0].starting
+
+
 def test_a_group_without_quota_that_holds_gpus_is_listed_last(config):
     stray = Held(alloc("server:dave/", "dave", "guests", "a100", (3,)))
     page = admin_page(config, [*HELD, stray], [], report(), "24h", NOW)
@@ -122,6 +127,7 @@ def test_every_holder_with_where_since_utilisation_idle_and_warning(config):
         85,
     )
     assert bob.idle_minutes == 0 and bob.cull_at is None
+    assert not alice.starting and not job.starting
     # jobs are never culled for idleness: no idle clock, no warning; not measured in the
     # last hour: no mean
     assert (job.kind, job.name, job.where, job.util_now) == ("job", "0a1b2c", "GPU 4", 50)

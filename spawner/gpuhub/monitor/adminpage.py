@@ -65,6 +65,7 @@ class HolderRow:
     """Device IDs on one machine (``GPU 0, 1``); on a cluster, where the backend says."""
     since: float | None
     starting: bool
+    """A server the hub does not call ready yet."""
     util_now: float | None
     """Mean utilisation of its GPUs at the last sample (``None``: not measured)."""
     util_hour: float | None
@@ -137,7 +138,7 @@ def holder_row(h: Held, util_hour: float | None) -> HolderRow:
         gpus=a.gpus,
         where=where(a),
         since=a.since.timestamp() if a.since else None,
-        starting=a.pending,
+        starting=h.server is not None and not h.server.ready,
         util_now=h.utilization,
         util_hour=util_hour,
         idle_minutes=v.idle_seconds / 60 if h.policy is not None else None,
