@@ -236,3 +236,24 @@ def test_without_a_jobs_service_the_monitor_cancels_nothing():
     assert "custom:gpuhub-jobs:cancel-any" not in roles["gpuhub-monitor-service"]["scopes"]
     assert set(c.JupyterHub.custom_scopes) == {"custom:gpuhub-monitor:admin"}
     assert "GPUHUB_JOBS_URL" not in c.JupyterHub.services[0]["environment"]
+
+
+def test_an_admin_added_at_reload_gets_the_page_role():
+    """``gpuhub-config reload`` makes new admins admins, and gives them the GPU page too
+    (the hub database as the hub has it: roles loaded, custom scopes defined)."""
+    from jupyterhub import orm, roles, scopes
+
+    from gpuhub.auth import sync_users
+    from gpuhub.scopes import DEFINITIONS, MONITOR_ADMIN, MONITOR_ADMIN_ROLE
+
+    db = orm.new_session_factory("sqlite://")()
+    for role in roles.get_default_roles():
+        roles.create_role(db, role)
+    sync_users(db, {"alice": ["vision"]}, ["alice"])  # no monitor configured: no such role
+    assert {r.name for r in orm.User.find(db, "alice").roles} == {"user", "admin"}
+    scopes.define_custom_scopes(DEFINITIONS)
+    roles.create_role(db, {"name": MONITOR_ADMIN_ROLE, "scopes": [MONITOR_ADMIN]})
+    sync_users(db, {"alice": ["vision"], "bob": ["vision"], "root2": []}, ["alice", "root2"])
+    db.commit()
+    holders = {u.name for u in orm.Role.find(db, MONITOR_ADMIN_ROLE).users}
+    assert holders == {"alice", "root2"}
