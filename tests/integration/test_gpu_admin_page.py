@@ -169,6 +169,9 @@ def test_admin_page_lists_holders_stops_a_server_cancels_a_job(admin_hub: Hub):
         timeout=30,
     )
     assert r.status_code == 403
+    # an admin's API token opens the page too (no cookie, no XSRF needed)
+    r = requests.get(url, headers=auth(hub.admin_token()), timeout=30, allow_redirects=False)
+    assert r.status_code == 200 and set(rows(r.text, "data-key")) == set(held)
     # no login: off to the hub's login; a POST with the cookie but without XSRF: refused
     r = requests.get(url, timeout=30, allow_redirects=False)
     assert r.status_code == 302 and "/hub/api/oauth2/authorize" in r.headers["Location"]
