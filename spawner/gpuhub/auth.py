@@ -29,6 +29,7 @@ from .activeconfig import active_config
 from .config import CONFIG_ENV
 from .model import GpuhubConfig
 from .passwords import MIN_LENGTH, PasswordStore, password_problem
+from .scopes import MONITOR_ADMIN_ROLE
 
 Normalize = Callable[[str], str]
 
@@ -76,6 +77,16 @@ def set_groups(db: Any, user: Any, names: Iterable[str], known: dict[str, Any]) 
     return True
 
 
+def grant_admin_roles(db: Any, user: Any) -> None:
+    """Give an admin gpuhub's admin roles where the hub defines them
+    (:data:`~gpuhub.scopes.MONITOR_ADMIN_ROLE`: the GPU page)."""
+    from jupyterhub import orm, roles
+
+    role = orm.Role.find(db, MONITOR_ADMIN_ROLE)
+    if role is not None and role not in user.roles:
+        roles.grant_role(db, user, role, commit=False)
+
+
 def sync_users(
     db: Any, wanted: Mapping[str, Iterable[str]], admins: Iterable[str]
 ) -> dict[str, list[str]]:
@@ -99,6 +110,8 @@ def sync_users(
         if name in admin_names and not user.admin:
             user.admin = True
             roles.assign_default_roles(db, entity=user)
+        if name in admin_names:
+            grant_admin_roles(db, user)
     db.commit()
     return changed
 

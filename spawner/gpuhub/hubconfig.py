@@ -27,6 +27,7 @@ from .datadir import (
 from .errors import ConfigError
 from .jobs.singleton import HUB_PID_ENV
 from .model import GpuhubConfig
+from .scopes import DEFINITIONS, JOBS_CANCEL_ANY, MONITOR_ADMIN, MONITOR_ADMIN_ROLE
 
 BIND_ENV = "GPUHUB_BIND_URL"
 DEFAULT_BIND = "http://127.0.0.1:8000"
@@ -36,8 +37,10 @@ JOBS_SERVICE_SCOPES = ["read:users:name", "read:users:groups", "read:servers"]
 MONITOR_PORT_ENV = "GPUHUB_MONITOR_PORT"
 MONITOR_SERVICE = "gpuhub-monitor"
 MONITOR_SERVICE_SCOPES = ["list:users", "read:users:name", "servers"]
-"""The monitor's own token: list active servers with their profile, stop an idle one and
-start it again on CPU.  Nothing else."""
+"""The monitor's own token: list active servers with their profile, stop an idle one (or
+one an admin stops from the GPU page) and start it again on CPU; with the jobs service,
+also :data:`~gpuhub.scopes.JOBS_CANCEL_ANY` (the page's cancel).  Nothing else."""
+
 """The jobs service's own token: identify users' groups (always current) and read the
 user_options of their running server (the default image of a job).  Nothing else."""
 
@@ -100,7 +103,7 @@ def embedded_config(
     if jobs_port is not None:
         apply_jobs_service(c, config_path, data_dir, bind_url, jobs_port)
     if monitor_port is not None:
-        apply_monitor_service(c, config_path, data_dir, monitor_port)
+        apply_monitor_service(c, config_path, data_dir, monitor_port, cfg.auth.admin_users)
     return c
 
 
@@ -131,6 +134,7 @@ def apply_jobs_service(
             "display": False,
         }
     ]
+    define_scopes(c, JOBS_CANCEL_ANY)
     c.JupyterHub.load_roles = [
         {"name": "user", "scopes": ["self", access]},
         {
@@ -150,24 +154,51 @@ def apply_jobs_service(
     c.GPULocalSpawner.jobs_url = f"{bind_url.rstrip('/')}/services/{JOBS_SERVICE}/"
 
 
-def apply_monitor_service(c: Config, config_path: Path, data_dir: Path, port: int) -> None:
+def define_scopes(c: Config, *names: str) -> None:
+    """Add gpuhub's custom scopes ``names`` (:mod:`gpuhub.scopes`) to the hub's."""
+    c.JupyterHub.custom_scopes = {
+        **c.JupyterHub.get("custom_scopes", {}),
+        **{n: dict(DEFINITIONS[n]) for n in names},
+    }
+
+
+def apply_monitor_service(
+    c: Config, config_path: Path, data_dir: Path, port: int, admins: Iterable[str] = ()
+) -> None:
     """The managed ``gpuhub-monitor`` service (GPU utilisation, idle culling, history,
-    ``/metrics``) with :data:`MONITOR_SERVICE_SCOPES`; users and their servers' tokens may
-    reach it (their own GPU servers, "keep it").  Ends with this hub, like the jobs
-    service."""
+    ``/metrics``, the admin's GPU page) with :data:`MONITOR_SERVICE_SCOPES`; users and
+    their servers' tokens may reach it (their own GPU servers, "keep it").  Ends with this
+    hub, like the jobs service.
+
+    The GPU page: ``admins`` get :data:`~gpuhub.scopes.MONITOR_ADMIN` through
+    :data:`MONITOR_ADMIN_ROLE`, and the service's OAuth lets that scope through (without
+    a confirmation prompt: the service is the hub's own), so a browser login carries it
+    for admins only.  With the jobs service configured first, the monitor may cancel any
+    job (:data:`~gpuhub.scopes.JOBS_CANCEL_ANY`) and learns its URL as
+    ``$GPUHUB_JOBS_URL``."""
     access = f"access:services!service={MONITOR_SERVICE}"
+    services = list(c.JupyterHub.get("services", []))
+    jobs = next((s for s in services if s["name"] == JOBS_SERVICE), None)
+    env = {
+        "GPUHUB_CONFIG": str(config_path),
+        "GPUHUB_DATA": str(data_dir),
+        HUB_PID_ENV: str(os.getpid()),
+    }
+    scopes = list(MONITOR_SERVICE_SCOPES)
+    if jobs is not None:
+        env["GPUHUB_JOBS_URL"] = f"{jobs['url']}/services/{JOBS_SERVICE}/"
+        scopes.append(JOBS_CANCEL_ANY)
+    define_scopes(c, MONITOR_ADMIN)
     c.JupyterHub.services = [
-        *c.JupyterHub.get("services", []),
+        *services,
         {
             "name": MONITOR_SERVICE,
             "url": f"http://127.0.0.1:{port}",
             "command": [sys.executable, "-m", "gpuhub.monitor"],
-            "environment": {
-                "GPUHUB_CONFIG": str(config_path),
-                "GPUHUB_DATA": str(data_dir),
-                HUB_PID_ENV: str(os.getpid()),
-            },
+            "environment": env,
             "display": False,
+            "oauth_client_allowed_scopes": [MONITOR_ADMIN],
+            "oauth_no_confirm": True,
         },
     ]
     roles = list(c.JupyterHub.get("load_roles", []))
@@ -180,8 +211,16 @@ def apply_monitor_service(c: Config, config_path: Path, data_dir: Path, port: in
         {
             "name": f"{MONITOR_SERVICE}-service",
             "description": "gpuhub monitor: list servers, stop idle GPU servers",
-            "scopes": list(MONITOR_SERVICE_SCOPES),
+            "scopes": scopes,
             "services": [MONITOR_SERVICE],
+        }
+    )
+    roles.append(
+        {
+            "name": MONITOR_ADMIN_ROLE,
+            "description": "the GPU page of gpuhub-monitor (the hub's admins)",
+            "scopes": [MONITOR_ADMIN],
+            "users": sorted(set(admins)),
         }
     )
     c.JupyterHub.load_roles = roles

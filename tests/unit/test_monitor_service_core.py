@@ -115,7 +115,11 @@ def test_embedded_hub_runs_the_monitor_with_least_privilege(raw):
     assert mon["command"][1:] == ["-m", "gpuhub.monitor"]
     assert mon["environment"]["GPUHUB_DATA"] == "/d"
     roles = {r["name"]: r for r in c.JupyterHub.load_roles}
-    assert roles["gpuhub-monitor-service"]["scopes"] == MONITOR_SERVICE_SCOPES
+    # and, for the admin's GPU page, cancel jobs (tests/unit/test_monitor_admin.py)
+    assert roles["gpuhub-monitor-service"]["scopes"] == [
+        *MONITOR_SERVICE_SCOPES,
+        "custom:gpuhub-jobs:cancel-any",
+    ]
     access = "access:services!service=gpuhub-monitor"
     assert (
         access in roles["user"]["scopes"]

@@ -21,6 +21,9 @@ class BaseHandler(web.RequestHandler):
 
     caller: Caller
     _counted: bool = False
+    cancels = False
+    """Whether a DELETE here cancels a job (the one request a caller holding
+    :data:`~gpuhub.scopes.JOBS_CANCEL_ANY` may make for others' jobs)."""
 
     @property
     def service(self) -> JobsService:
@@ -37,7 +40,10 @@ class BaseHandler(web.RequestHandler):
     async def prepare(self) -> None:
         self.service.begin()
         self._counted = True
-        self.caller = await self.service.authenticate(self.request.headers.get("Authorization", ""))
+        canceller = self.cancels and self.request.method == "DELETE"
+        self.caller = await self.service.authenticate(
+            self.request.headers.get("Authorization", ""), canceller
+        )
 
     def on_finish(self) -> None:
         if getattr(self, "_counted", False):
@@ -80,11 +86,14 @@ class BaseHandler(web.RequestHandler):
     # -- ownership -----------------------------------------------------------------------
     async def own_job(self, job_id: str, action: bool) -> Job:
         """The caller's job ``job_id``: 404 if absent or (for reads) someone else's,
-        403 for an action on someone else's."""
+        403 for an action on someone else's, unless the caller may cancel any job (the
+        only action there is)."""
         job = await self.service.backend.get(job_id)
         if job is None:
             raise JobNotFound(job_id)
         if job.user != self.caller.name:
+            if action and self.caller.cancel_any:
+                return job
             if action:
                 raise NotYourJob(job_id)
             raise JobNotFound(job_id)
@@ -109,6 +118,8 @@ class JobsHandler(BaseHandler):
 
 
 class JobHandler(BaseHandler):
+    cancels = True
+
     async def get(self, job_id: str) -> None:
         self.write_json((await self.own_job(job_id, action=False)).to_json())
 

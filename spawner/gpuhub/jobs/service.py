@@ -18,6 +18,7 @@ from ..availability import availability
 from ..ledger import Ledger
 from ..model import GpuhubConfig
 from ..profiles import default_image, visible_profiles
+from ..scopes import JOBS_CANCEL_ANY
 from .backends.base import JobBackend
 from .errors import HubUnavailable, NotAllowed, NotAuthenticated, TooLarge
 from .offloop import ProcessRunner
@@ -29,11 +30,14 @@ _TOKEN = re.compile(r"(?:token|bearer)\s+(\S+)", re.IGNORECASE)
 @dataclass(frozen=True)
 class Caller:
     """An authenticated user: name, *current* groups, and the catalog slug of the image
-    of their running default server (``None`` when none runs)."""
+    of their running default server (``None`` when none runs).  ``cancel_any``: the token
+    holds :data:`~gpuhub.scopes.JOBS_CANCEL_ANY` (the monitor's, for the admin's GPU
+    page); such a service caller may only cancel."""
 
     name: str
     groups: tuple[str, ...]
     server_image: str | None
+    cancel_any: bool = False
 
 
 class JobsService:
@@ -79,10 +83,12 @@ class JobsService:
         """Until no request is being handled."""
         await self._idle.wait()
 
-    async def authenticate(self, header: str) -> Caller:
+    async def authenticate(self, header: str, canceller: bool = False) -> Caller:
         """Identify the caller by the hub token in ``Authorization``; then read the user's
         current groups and server with the service's own token (``read:users:groups``,
-        ``read:servers``), never from a cache."""
+        ``read:servers``), never from a cache.  With ``canceller`` (a cancel request), a
+        hub service whose token holds :data:`~gpuhub.scopes.JOBS_CANCEL_ANY` is accepted
+        too."""
         m = _TOKEN.fullmatch(header.strip())
         if not m:
             raise NotAuthenticated(
@@ -98,7 +104,10 @@ class JobsService:
             ) from e
         if not model:
             raise NotAuthenticated("the hub does not accept this token")
+        cancel_any = self.hub_auth.check_scopes({JOBS_CANCEL_ANY}, model)
         if model.get("kind", "user") != "user":
+            if canceller and cancel_any:
+                return Caller(name=model["name"], groups=(), server_image=None, cancel_any=True)
             raise NotAllowed("only users can run jobs")
         if not self.hub_auth.check_scopes(self.hub_auth.access_scopes, model):
             raise NotAllowed(
@@ -112,6 +121,7 @@ class JobsService:
             name=model["name"],
             groups=tuple(sorted(user.get("groups") or ())),
             server_image=image if isinstance(image, str) else None,
+            cancel_any=bool(cancel_any),
         )
 
     async def _hub_user(self, name: str) -> dict[str, Any]:

@@ -91,3 +91,20 @@ def gpu_hours(holds: Iterable[Hold], ticks: Iterable[Tick], since: float, until:
         for book, name in ((report.groups, hold.group), (report.users, hold.user)):
             book.setdefault(name, Totals()).idle_gpu_hours += idle
     return report
+
+
+def mean_utilization(
+    ticks: Iterable[Tick], since: float, until: float
+) -> dict[tuple[str, float], float]:
+    """Mean utilisation (%) of every hold ``(key, start)`` over its measured time within
+    ``[since, until]``, each tick weighted by the part of its ``seconds`` inside."""
+    weight: dict[tuple[str, float], float] = {}
+    total: dict[tuple[str, float], float] = {}
+    for t in ticks:
+        w = overlap(t.at - t.seconds, t.at, since, until)
+        if w <= 0:
+            continue
+        hold = (t.key, t.start)
+        weight[hold] = weight.get(hold, 0.0) + w
+        total[hold] = total.get(hold, 0.0) + w * t.util
+    return {hold: total[hold] / w for hold, w in weight.items()}

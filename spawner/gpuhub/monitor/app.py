@@ -6,22 +6,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
 import signal
 from typing import Any
 from urllib.parse import urlparse
 
 from tornado import web
 from tornado.httpserver import HTTPServer
+from traitlets import Unicode, default
 
 from ..activeconfig import active_config
 from ..serviceapp import HubServiceApp, run_service
+from .admin import AdminDesk
 from .handlers import NotFoundHandler, routes
 from .history import HistoryStore, history_path
-from .hubapi import HubClient
+from .hubapi import HubClient, JobsClient
 from .service import MonitorService
 
 SERVICE_NAME = "gpuhub-monitor"
 LOCK_FILE = "monitor-service.lock"
+JOBS_URL_ENV = "GPUHUB_JOBS_URL"
 
 
 class MonitorApp(HubServiceApp):
@@ -38,6 +43,21 @@ class MonitorApp(HubServiceApp):
         "bind-url": "MonitorApp.bind_url",
     }
 
+    jobs_url = Unicode(
+        config=True,
+        help="""URL of the ``gpuhub-jobs`` service (``…/services/gpuhub-jobs/``), where the
+        admin's GPU page cancels jobs with this service's token.  Defaults to
+        ``$GPUHUB_JOBS_URL`` (set by the embedded hub config); empty: jobs cannot be
+        cancelled from the page.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    @default("jobs_url")
+    def _default_jobs_url(self) -> str:
+        return os.environ.get(JOBS_URL_ENV, "")
+
     def make_app(self) -> tuple[web.Application, MonitorService]:
         from jupyterhub.services.auth import HubOAuth
 
@@ -53,10 +73,18 @@ class MonitorApp(HubServiceApp):
             lambda cfg: inventory(cfg).devices,
             self.log,
         )
+        jobs = None
+        if self.jobs_url:
+            jobs = JobsClient(self.jobs_url.rstrip("/") + "/api", hub_auth.api_token)
         app = web.Application(
             routes(self.service_prefix),
             gpuhub_monitor=service,
+            gpuhub_admin=AdminDesk(service, jobs),
+            gpuhub_prefix=self.service_prefix,
             hub_auth=hub_auth,
+            # the admin page's login cookie lives as long as this process: after a
+            # restart the browser goes through the hub's OAuth again (no prompt)
+            cookie_secret=secrets.token_bytes(32),
             default_handler_class=NotFoundHandler,
         )
         return app, service

@@ -1,6 +1,7 @@
 """Thin tornado handlers of the monitor: a user's GPU servers and warnings, "keep it",
 and Prometheus ``/metrics``.  Callers send a hub token (``Authorization: token …``);
-errors are answered as ``{"status", "message"}`` with the status of their type."""
+errors are answered as ``{"status", "message"}`` with the status of their type.  The
+admin's GPU page, with its browser login, is :mod:`gpuhub.monitor.adminhandlers`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tornado import web
 
 from ..errors import GpuhubError, OptionError
 from ..jobs.errors import HubUnavailable, NotAllowed, NotAuthenticated
+from .adminhandlers import page_routes
 from .metrics import CONTENT_TYPE, render
 from .service import MonitorService, held_json
 from .state import server_key
@@ -131,10 +133,12 @@ class NotFoundHandler(BaseHandler):
         raise web.HTTPError(404)
 
 
-def routes(prefix: str) -> list[tuple[str, type[web.RequestHandler]]]:
+def routes(prefix: str) -> list[Any]:
     p = prefix.rstrip("/")
     return [
         (rf"{p}/api/servers", ServersHandler),
         (rf"{p}/api/keep", KeepHandler),
         (rf"{p}/metrics", MetricsHandler),
+        (p, web.RedirectHandler, {"url": f"{p}/"}),
+        *page_routes(prefix),
     ]

@@ -126,8 +126,8 @@ class HistoryStore:
                 (alloc.key, alloc.user, alloc.group, alloc.gpus, at, action),
             )
 
-    def report(self, since: float, until: float) -> Report:
-        """GPU-hours per group and per user within ``[since, until]``."""
+    def window(self, since: float, until: float) -> tuple[list[Hold], list[Tick]]:
+        """The holds and the ticks that overlap ``[since, until]``."""
         with self._db() as db:
             holds = [
                 Hold(*row)
@@ -145,7 +145,11 @@ class HistoryStore:
                     (since, until),
                 )
             ]
-        return gpu_hours(holds, ticks, since, until)
+        return holds, ticks
+
+    def report(self, since: float, until: float) -> Report:
+        """GPU-hours per group and per user within ``[since, until]``."""
+        return gpu_hours(*self.window(since, until), since, until)
 
     def counters(self) -> tuple[dict[str, tuple[float, float]], dict[tuple[str, str], int]]:
         """All-time ``{group: (held, idle GPU-seconds)}`` and ``{(group, action): culls}``."""

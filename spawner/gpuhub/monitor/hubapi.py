@@ -1,5 +1,6 @@
-"""The few hub REST calls the monitor makes with its own token: list active servers,
-stop one, start one (restart on CPU).  One client, so tests and the service share it."""
+"""The few REST calls the monitor makes with its own token: list the hub's active
+servers, stop one, start one (restart on CPU); cancel a job in ``gpuhub-jobs`` (the
+admin's GPU page).  One client, so tests and the service share it."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ def server_path(user: str, name: str) -> str:
 class HubClient:
     """``api_url``: the hub's ``…/hub/api``; ``token``: the service's API token."""
 
+    what = "the hub"
+    """Who answers, as errors name it."""
+
     def __init__(self, api_url: str, token: str) -> None:
         self.api_url = api_url.rstrip("/")
         self.token = token
@@ -44,9 +48,9 @@ class HubClient:
                 raise_error=False,
             )
         except (OSError, HTTPClientError) as e:
-            raise HubUnavailable(f"the hub is not answering ({e})") from e
+            raise HubUnavailable(f"{self.what} is not answering ({e})") from e
         if r.code >= 500 or r.code == 599:
-            raise HubUnavailable(f"the hub answered {r.code} to {method} {path}")
+            raise HubUnavailable(f"{self.what} answered {r.code} to {method} {path}")
         return r.code, json.loads(r.body) if r.body else None
 
     async def servers(self) -> dict[str, HubServer]:
@@ -96,3 +100,16 @@ class HubClient:
                     await asyncio.sleep(0.5)
         except TimeoutError:
             return False
+
+
+class JobsClient(HubClient):
+    """``api_url``: the ``gpuhub-jobs`` service's ``…/api``; ``token``: the monitor's
+    own, which holds :data:`gpuhub.scopes.JOBS_CANCEL_ANY`."""
+
+    what = "the jobs service"
+
+    async def cancel(self, job_id: str) -> tuple[int, str]:
+        """``DELETE api/jobs/{id}``: the status and the service's message."""
+        code, body = await self.call("DELETE", f"/jobs/{quote(job_id, safe='')}")
+        message = body.get("message", "") if isinstance(body, dict) else ""
+        return code, str(message or "")
