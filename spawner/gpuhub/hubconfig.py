@@ -35,9 +35,11 @@ JOBS_SERVICE = "gpuhub-jobs"
 JOBS_SERVICE_SCOPES = ["read:users:name", "read:users:groups", "read:servers"]
 MONITOR_PORT_ENV = "GPUHUB_MONITOR_PORT"
 MONITOR_SERVICE = "gpuhub-monitor"
-MONITOR_SERVICE_SCOPES = ["list:users", "read:users:name", "servers"]
+MONITOR_URL_ENV = "GPUHUB_MONITOR_URL"
+MONITOR_SERVICE_SCOPES = ["list:users", "read:users:name", "read:users:groups", "servers"]
 """The monitor's own token: list active servers with their profile, stop an idle one and
-start it again on CPU.  Nothing else."""
+start it again on CPU, read a user's groups (the CPU profile of "give the GPUs back").
+Nothing else."""
 """The jobs service's own token: identify users' groups (always current) and read the
 user_options of their running server (the default image of a job).  Nothing else."""
 
@@ -153,8 +155,8 @@ def apply_jobs_service(
 def apply_monitor_service(c: Config, config_path: Path, data_dir: Path, port: int) -> None:
     """The managed ``gpuhub-monitor`` service (GPU utilisation, idle culling, history,
     ``/metrics``) with :data:`MONITOR_SERVICE_SCOPES`; users and their servers' tokens may
-    reach it (their own GPU servers, "keep it").  Ends with this hub, like the jobs
-    service."""
+    reach it (their own GPU servers, "keep it", "give the GPUs back"), and servers learn
+    its URL as ``$GPUHUB_MONITOR_URL``.  Ends with this hub, like the jobs service."""
     access = f"access:services!service={MONITOR_SERVICE}"
     c.JupyterHub.services = [
         *c.JupyterHub.get("services", []),
@@ -187,6 +189,11 @@ def apply_monitor_service(c: Config, config_path: Path, data_dir: Path, port: in
     c.JupyterHub.load_roles = roles
     base = c.Spawner.get("server_token_scopes", ["access:servers!server", "users:activity!user"])
     c.Spawner.server_token_scopes = [*base, access]
+    # the lab extension's server side asks the monitor about its own server (status bar)
+    c.Spawner.environment = {
+        **c.Spawner.get("environment", {}),
+        MONITOR_URL_ENV: f"http://127.0.0.1:{port}/services/{MONITOR_SERVICE}/",
+    }
 
 
 def private_data_dir(data: Path) -> None:

@@ -1,5 +1,6 @@
 """The few hub REST calls the monitor makes with its own token: list active servers,
-stop one, start one (restart on CPU).  One client, so tests and the service share it."""
+read a user's groups, stop a server, start one (restart on CPU).  One client, so tests
+and the service share it."""
 
 from __future__ import annotations
 
@@ -75,6 +76,13 @@ class HubClient:
                     ready=bool(s.get("ready")),
                 )
         return out
+
+    async def groups(self, user: str) -> list[str]:
+        """``user``'s groups in the hub now (the service's ``read:users:groups``)."""
+        code, model = await self.call("GET", f"/users/{quote(user, safe='')}")
+        if code != 200 or not isinstance(model, dict):
+            raise HubUnavailable(f"the hub did not answer {user}'s groups ({code})")
+        return [g for g in model.get("groups") or () if isinstance(g, str)]
 
     async def stop(self, user: str, name: str) -> int:
         code, _ = await self.call("DELETE", server_path(user, name))
