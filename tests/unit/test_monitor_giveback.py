@@ -1,4 +1,5 @@
-"""Giving the GPUs back (``POST api/give-back``): the CPU profile a GPU server restarts on, from the profile rules."""
+"""Giving the GPUs back (``POST api/give-back``): the CPU profile a GPU server restarts
+on, from the profile rules."""
 
 from __future__ import annotations
 
