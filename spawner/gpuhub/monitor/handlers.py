@@ -143,10 +143,12 @@ class GiveBackHandler(BaseHandler):
         groups = await svc.hub.groups(user)
         # from here to give_back() no await: a second give-back or a cull gets 409
         held = own_gpu_server(svc, user, name)
+        if held.server is None or not held.server.ready:
+            raise BeingStopped(f"server {name!r} is still starting; give it back once it runs")
         cfg = svc.active.get()
         target = cpu_profile_for(cfg, groups, held.policy)
         svc.give_back(held, target.slug, cfg)
-        image = held.server.image if held.server else None
+        image = held.server.image
         self.write_json(
             {
                 "server": name,
