@@ -23,7 +23,7 @@ from .hubapi import HubClient
 from .metrics import MetricsSnapshot
 from .nvml import NvmlSource
 from .sources import DeviceSample, ReplaySource, Source, SourceUnavailable
-from .state import Held, Monitor
+from .state import Held, HubServer, Monitor
 
 
 def open_source(cfg: MonitorConfig) -> Source | None:
@@ -178,11 +178,8 @@ class MonitorService:
             policy.action,
         )
         try:
-            code = await self.hub.stop(server.user, server.name)
-            if code >= 400:
-                self.log.error("gpuhub-monitor: the hub refused to stop %s (%d)", a.key, code)
-                self.culling.discard(a.key)  # tried again at the next sample
-                return
+            if not await self._stop(a.key, server):
+                return  # tried again at the next sample
             at = time.time()
             mine = self.culled.setdefault(a.user, [])
             mine[:] = [
@@ -198,6 +195,16 @@ class MonitorService:
         except GpuhubError as e:
             self.log.error("gpuhub-monitor: could not give back %s: %s", a.key, e)
             self.culling.discard(a.key)
+
+    async def _stop(self, key: str, server: HubServer) -> bool:
+        """Stop ``server`` through the hub; ``False`` when the hub refuses (``key`` is no
+        longer being given back then)."""
+        code = await self.hub.stop(server.user, server.name)
+        if code >= 400:
+            self.log.error("gpuhub-monitor: the hub refused to stop %s (%d)", key, code)
+            self.culling.discard(key)
+            return False
+        return True
 
     async def _restart_on_cpu(
         self, user: str, name: str, image: str | None, cfg: GpuhubConfig, cpu_profile: str
@@ -216,7 +223,7 @@ class MonitorService:
             self.log.error("gpuhub-monitor: restarting %s/%s on CPU failed (%d)", user, name, code)
 
     def give_back(self, held: Held, cpu_profile: str, cfg: GpuhubConfig) -> None:
-        """ "Give the GPUs back" at the owner's request: stop the server through the hub and
+        """Give the GPUs back at the owner's request: stop the server through the hub and
         start it again on ``cpu_profile``.  The caller checked that ``held`` is not being
         given back already, with no await since (the key joins :attr:`culling` here)."""
         self.culling.add(held.alloc.key)
@@ -228,10 +235,7 @@ class MonitorService:
             return
         self.log.info("gpuhub-monitor: %s gives its GPUs back (on %s)", a.key, cpu_profile)
         try:
-            code = await self.hub.stop(server.user, server.name)
-            if code >= 400:
-                self.log.error("gpuhub-monitor: the hub refused to stop %s (%d)", a.key, code)
-                self.culling.discard(a.key)
+            if not await self._stop(a.key, server):
                 return
             await self._restart_on_cpu(server.user, server.name, server.image, cfg, cpu_profile)
         except GpuhubError as e:
