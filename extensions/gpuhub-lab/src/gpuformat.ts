@@ -1,7 +1,7 @@
 /**
  * Pure helpers of the GPU status-bar item and the idle warning (no DOM, no JupyterLab).
  */
-import type { IGpuServer, IGpuWarning } from './types';
+import type { ICulled, IGpuServer, IGpuWarning } from './types';
 
 function pad2(n: number): string {
   return n < 10 ? `0${n}` : String(n);
@@ -83,4 +83,39 @@ export class WarningTracker {
     this._current = key;
     return changes;
   }
+}
+
+/** How long after a cull its notice is still worth showing (a later page load stays quiet). */
+export const CULL_NOTICE_MS = 60 * 60 * 1000;
+
+/** `Your GPUs sat idle: this server was restarted on CPU at 11:22 (1 × a100 given back).` */
+export function cullMessage(cull: ICulled): string {
+  const what =
+    cull.action === 'restart-on-cpu'
+      ? 'this server was restarted on CPU'
+      : 'this server was stopped';
+  return (
+    `Your GPUs sat idle: ${what} at ${localClock(cull.at * 1000)} ` +
+    `(${cull.gpus} × ${cull.gpu_type} given back).`
+  );
+}
+
+/** The culls to tell about now: recent ones not told yet (`told` is updated). */
+export function newCulls(
+  culled: ICulled[],
+  told: Set<string>,
+  nowMs: number
+): ICulled[] {
+  const fresh: ICulled[] = [];
+  for (const cull of culled) {
+    const key = `${cull.server}@${cull.at}`;
+    if (told.has(key)) {
+      continue;
+    }
+    told.add(key);
+    if (nowMs - cull.at * 1000 <= CULL_NOTICE_MS) {
+      fresh.push(cull);
+    }
+  }
+  return fresh;
 }

@@ -12,9 +12,11 @@ import { Widget } from '@lumino/widgets';
 import { GpuClient } from './client';
 import { errorMessage } from './errors';
 import {
+  cullMessage,
   formatUtilization,
   gpuTypeName,
   localClock,
+  newCulls,
   statusText,
   WarningTracker
 } from './gpuformat';
@@ -32,6 +34,11 @@ export class GpuStatusModel {
   /** This server's GPUs (`null`: a CPU server, or not known yet). */
   get server(): IGpuServer | null {
     return this._status?.server ?? null;
+  }
+
+  /** This server's culls by the monitor (newest last). */
+  get culled(): IGpuStatus['culled'] {
+    return this._status?.culled ?? [];
   }
 
   /** Emitted after every refresh that changed the status. */
@@ -73,13 +80,19 @@ export class GpuStatusModel {
   private _changed = new Signal<this, void>(this);
 }
 
-/** Shows each idle warning once, as a notification with "Keep it". */
+/**
+ * Shows each idle warning once, as a notification with "Keep it"; and, once the server is
+ * back on CPU (or restarted by hand), why its GPUs went.
+ */
 export class IdleWarnings {
   constructor(private readonly _model: GpuStatusModel) {
     _model.changed.connect(this._update, this);
   }
 
   private _update(): void {
+    for (const cull of newCulls(this._model.culled, this._told, Date.now())) {
+      Notification.info(cullMessage(cull), { autoClose: false });
+    }
     for (const change of this._tracker.update(this._model.server)) {
       if (change.kind === 'dismiss') {
         const id = this._shown.get(change.key);
@@ -123,6 +136,7 @@ export class IdleWarnings {
   }
 
   private _tracker = new WarningTracker();
+  private _told = new Set<string>();
   private _shown = new Map<string, string>();
 }
 
@@ -179,6 +193,16 @@ export function detailsNode(
   const since = server.since ? Date.parse(server.since) : NaN;
   if (Number.isFinite(since)) {
     rows.push(['Since', localClock(since)]);
+  }
+  if (server.warning) {
+    const then =
+      server.warning.action === 'restart-on-cpu'
+        ? 'restarted on CPU'
+        : 'stopped';
+    rows.push([
+      'Idle',
+      `${then} at ${localClock(server.warning.cull_at * 1000)} unless kept`
+    ]);
   }
   const policy = server.idle_culling;
   if (policy) {

@@ -1,11 +1,14 @@
 import {
+  cullMessage,
+  CULL_NOTICE_MS,
   formatUtilization,
+  newCulls,
   localClock,
   statusText,
   warningMessage,
   WarningTracker
 } from '../gpuformat';
-import type { IGpuServer } from '../types';
+import type { ICulled, IGpuServer } from '../types';
 
 /** 09:12 local time (the browser shows local times). */
 const AT_0912 = new Date(2026, 11, 1, 9, 12, 30);
@@ -112,5 +115,33 @@ describe('WarningTracker', () => {
       'dismiss',
       'show'
     ]);
+  });
+});
+
+describe('culls', () => {
+  const at = new Date(2026, 11, 1, 11, 22).getTime();
+  const cull = (action: ICulled['action'], atMs = at): ICulled => ({
+    server: '',
+    at: atMs / 1000,
+    action,
+    gpus: 1,
+    gpu_type: 'a100'
+  });
+
+  it('say what happened and when', () => {
+    expect(cullMessage(cull('restart-on-cpu'))).toBe(
+      'Your GPUs sat idle: this server was restarted on CPU at 11:22 (1 × a100 given back).'
+    );
+    expect(cullMessage(cull('stop'))).toContain(
+      'this server was stopped at 11:22'
+    );
+  });
+
+  it('are told once, and only when recent', () => {
+    const told = new Set<string>();
+    const old = cull('stop', at - CULL_NOTICE_MS - 1);
+    const recent = cull('restart-on-cpu');
+    expect(newCulls([old, recent], told, at + 60_000)).toEqual([recent]);
+    expect(newCulls([old, recent], told, at + 120_000)).toEqual([]);
   });
 });
