@@ -34,15 +34,16 @@ DEFAULT_BIND = "http://127.0.0.1:8000"
 JOBS_PORT_ENV = "GPUHUB_JOBS_PORT"
 JOBS_SERVICE = "gpuhub-jobs"
 JOBS_SERVICE_SCOPES = ["read:users:name", "read:users:groups", "read:servers"]
-MONITOR_PORT_ENV = "GPUHUB_MONITOR_PORT"
-MONITOR_SERVICE = "gpuhub-monitor"
-MONITOR_SERVICE_SCOPES = ["list:users", "read:users:name", "servers"]
-"""The monitor's own token: list active servers with their profile, stop an idle one (or
-one an admin stops from the GPU page) and start it again on CPU; with the jobs service,
-also :data:`~gpuhub.scopes.JOBS_CANCEL_ANY` (the page's cancel).  Nothing else."""
-
 """The jobs service's own token: identify users' groups (always current) and read the
 user_options of their running server (the default image of a job).  Nothing else."""
+MONITOR_PORT_ENV = "GPUHUB_MONITOR_PORT"
+MONITOR_SERVICE = "gpuhub-monitor"
+MONITOR_URL_ENV = "GPUHUB_MONITOR_URL"
+MONITOR_SERVICE_SCOPES = ["list:users", "read:users:name", "read:users:groups", "servers"]
+"""The monitor's own token: list active servers with their profile, stop an idle one (or
+one an admin stops from the GPU page) and start it again on CPU, read a user's groups
+(the CPU profile of "give the GPUs back"); with the jobs service, also
+:data:`~gpuhub.scopes.JOBS_CANCEL_ANY` (the page's cancel).  Nothing else."""
 
 
 AUTHENTICATOR = "gpuhub.auth.GpuhubAuthenticator"
@@ -167,8 +168,9 @@ def apply_monitor_service(
 ) -> None:
     """The managed ``gpuhub-monitor`` service (GPU utilisation, idle culling, history,
     ``/metrics``, the admin's GPU page) with :data:`MONITOR_SERVICE_SCOPES`; users and
-    their servers' tokens may reach it (their own GPU servers, "keep it").  Ends with this
-    hub, like the jobs service.
+    their servers' tokens may reach it (their own GPU servers, "keep it", "give the GPUs
+    back"), and servers learn its URL as ``$GPUHUB_MONITOR_URL``.  Ends with this hub,
+    like the jobs service.
 
     The GPU page: ``admins`` get :data:`~gpuhub.scopes.MONITOR_ADMIN` through
     :data:`MONITOR_ADMIN_ROLE`, and the service's OAuth lets that scope through (without
@@ -226,6 +228,11 @@ def apply_monitor_service(
     c.JupyterHub.load_roles = roles
     base = c.Spawner.get("server_token_scopes", ["access:servers!server", "users:activity!user"])
     c.Spawner.server_token_scopes = [*base, access]
+    # the lab extension's server side asks the monitor about its own server (status bar)
+    c.Spawner.environment = {
+        **c.Spawner.get("environment", {}),
+        MONITOR_URL_ENV: f"http://127.0.0.1:{port}/services/{MONITOR_SERVICE}/",
+    }
 
 
 def private_data_dir(data: Path) -> None:

@@ -127,6 +127,10 @@ def test_embedded_hub_runs_the_monitor_with_least_privilege(raw):
     )
     assert access in c.Spawner.server_token_scopes
     assert "access:servers!server" in c.Spawner.server_token_scopes
+    # servers reach it directly (the lab extension's status bar)
+    assert c.Spawner.environment["GPUHUB_MONITOR_URL"] == (
+        "http://127.0.0.1:8012/services/gpuhub-monitor/"
+    )
 
 
 def test_reload_says_when_monitoring_or_culling_changed(raw):

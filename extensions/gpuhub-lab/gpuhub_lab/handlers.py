@@ -1,4 +1,5 @@
-"""Forwarding handlers: ``{base_url}/gpuhub/...`` -> the gpuhub jobs service.
+"""Forwarding handlers: ``{base_url}/gpuhub/...`` -> the gpuhub jobs service (and, through
+:class:`ForwardingHandler`, the monitor: :mod:`gpuhub_lab.gpustatus`).
 
 Status codes and JSON bodies from the service pass through unchanged.  Errors produced here use
 the same shape as the service's: ``{"status": N, "field": str | None, "message": str}``.
@@ -51,11 +52,21 @@ def error_body(status: int, message: str, field: str | None = None) -> dict[str,
 
 
 class ForwardingHandler(ExtensionHandlerMixin, APIHandler):
-    """Base class: one ``forward`` call per verb, errors in the service's shape."""
+    """Base class: one ``forward`` call per verb, errors in the service's shape.  The
+    upstream is the jobs service unless a subclass says otherwise."""
+
+    #: The upstream as error messages name it.
+    upstream_name = "gpuhub jobs service"
+    #: The 503 message when the upstream's URL is not configured.
+    not_configured = NOT_CONFIGURED
 
     @property
     def gpuhub(self) -> GpuhubLabApp:
         return cast("GpuhubLabApp", self.extensionapp)
+
+    def upstream_url(self) -> str:
+        """The upstream's base URL (ending in ``/``), or ``""``."""
+        return self.gpuhub.upstream_url()
 
     def send_error_body(self, status: int, message: str, field: str | None = None) -> None:
         self.set_status(status)
@@ -64,9 +75,9 @@ class ForwardingHandler(ExtensionHandlerMixin, APIHandler):
 
     def upstream_base(self) -> str | None:
         """The service URL, or ``None`` after answering 503."""
-        base = self.gpuhub.upstream_url()
+        base = self.upstream_url()
         if not base:
-            self.send_error_body(503, NOT_CONFIGURED)
+            self.send_error_body(503, self.not_configured)
             return None
         return base
 
@@ -78,9 +89,24 @@ class ForwardingHandler(ExtensionHandlerMixin, APIHandler):
         query: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
     ) -> None:
+        """Call the upstream and answer with what it answered."""
+        got = await self.fetch_upstream(method, path, query=query, body=body)
+        if got is not None:
+            self.pass_through(*got)
+
+    async def fetch_upstream(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> tuple[HTTPResponse, str] | None:
+        """The upstream's response and base URL; ``None`` after answering an error (not
+        configured 503, unreachable 502, timeout 504)."""
         base = self.upstream_base()
         if base is None:
-            return
+            return None
         url = url_path_join(base, path)
         if query:
             url += "?" + urlencode(query)
@@ -103,18 +129,20 @@ class ForwardingHandler(ExtensionHandlerMixin, APIHandler):
         except HTTPClientError as e:  # no HTTP answer at all: tornado's 599 (timeout, ...)
             if e.response is None:
                 status = 504 if "timeout" in str(e).lower() else 502
-                self.send_error_body(status, f"the gpuhub jobs service at {base} failed: {e}")
-                return
+                self.send_error_body(status, f"the {self.upstream_name} at {base} failed: {e}")
+                return None
             response = e.response
         except OSError as e:
-            self.send_error_body(502, f"could not reach the gpuhub jobs service at {base}: {e}")
-            return
-        self.pass_through(response, base)
+            self.send_error_body(502, f"could not reach the {self.upstream_name} at {base}: {e}")
+            return None
+        return response, base
 
     def pass_through(self, response: HTTPResponse, base: str) -> None:
         code = response.code
         if code == 599:  # pragma: no cover - tornado raises these instead of answering
-            self.send_error_body(502, f"the gpuhub jobs service at {base} failed: {response.error}")
+            self.send_error_body(
+                502, f"the {self.upstream_name} at {base} failed: {response.error}"
+            )
             return
         raw = response.body or b""
         try:
@@ -123,12 +151,12 @@ class ForwardingHandler(ExtensionHandlerMixin, APIHandler):
             reason = response.reason or ""
             if code >= 400:
                 self.send_error_body(
-                    code, f"the gpuhub jobs service answered {code} {reason}".rstrip()
+                    code, f"the {self.upstream_name} answered {code} {reason}".rstrip()
                 )
             else:
                 self.send_error_body(
                     502,
-                    f"the gpuhub jobs service answered {code} {reason} without JSON"
+                    f"the {self.upstream_name} answered {code} {reason} without JSON"
                     " (is the token accepted by the hub?)",
                 )
             return

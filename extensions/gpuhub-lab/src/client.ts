@@ -1,12 +1,15 @@
 /**
  * A small typed HTTP client for `{base_url}/gpuhub/...` (the gpuhub_lab server extension,
- * which forwards to the jobs service).
+ * which forwards to the jobs service, and to the monitor for `gpuhub/gpu...`).
  */
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
 import type {
   IApiErrorBody,
+  IGiveBack,
+  IGpuServer,
+  IGpuStatus,
   IJob,
   IJobOptions,
   IJobRequest,
@@ -126,6 +129,36 @@ export class JobsClient {
   /** Cancel a job; answers the job, now `Cancelled`. */
   cancel(id: string): Promise<IJob> {
     return requestAPI<IJob>(jobPath(id), { method: 'DELETE' }, this.settings);
+  }
+}
+
+/** This server's GPUs, through the server extension (which asks the gpuhub monitor). */
+export class GpuClient {
+  constructor(
+    readonly settings: ServerConnection.ISettings = ServerConnection.makeSettings()
+  ) {}
+
+  /** This server's GPUs now (`server` is `null` on a CPU server). */
+  status(): Promise<IGpuStatus> {
+    return requestAPI<IGpuStatus>('gpu', {}, this.settings);
+  }
+
+  /** "Keep it": the idle clock restarts; answers the server's new view. */
+  keep(): Promise<IGpuServer> {
+    return requestAPI<IGpuServer>(
+      'gpu/keep',
+      { method: 'POST' },
+      this.settings
+    );
+  }
+
+  /** Restart this server on a CPU profile (the stop and start follow). */
+  giveBack(): Promise<IGiveBack> {
+    return requestAPI<IGiveBack>(
+      'gpu/give-back',
+      { method: 'POST' },
+      this.settings
+    );
   }
 }
 

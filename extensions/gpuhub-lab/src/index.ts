@@ -1,5 +1,6 @@
 /**
- * gpuhub-lab: "Run as distributed job" for notebooks, and the "GPU jobs" side panel.
+ * gpuhub-lab: "Run as distributed job" for notebooks, the "GPU jobs" side panel, and this
+ * server's GPUs in the status bar (with the idle warning and "Give the GPUs back").
  */
 import {
   ILayoutRestorer,
@@ -13,13 +14,15 @@ import {
   INotebookTracker,
   NotebookPanel
 } from '@jupyterlab/notebook';
+import { IStatusBar } from '@jupyterlab/statusbar';
 import { CommandRegistry } from '@lumino/commands';
 import { DisposableDelegate, IDisposable } from '@lumino/disposable';
 
 import { initialState, toRequest } from './choices';
-import { JobsClient } from './client';
+import { GpuClient, JobsClient } from './client';
 import { askJobOptions } from './dialog';
 import { errorMessage, showJobError } from './errors';
+import { addGpuStatus } from './gpustatus';
 import { runJobIcon } from './icons';
 import { JobsPanel } from './panel';
 
@@ -159,4 +162,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default plugin;
+const gpuStatusPlugin: JupyterFrontEndPlugin<void> = {
+  id: 'gpuhub-lab:gpu-status',
+  description:
+    'This server\'s GPUs in the status bar, the idle warning with "Keep it", and "Give the GPUs back".',
+  autoStart: true,
+  requires: [IStatusBar],
+  activate: (_app: JupyterFrontEnd, statusBar: IStatusBar) => {
+    addGpuStatus(statusBar, new GpuClient());
+  }
+};
+
+export default [plugin, gpuStatusPlugin];

@@ -90,3 +90,60 @@ export interface IApiErrorBody {
   field: string | null;
   message: string;
 }
+
+/** What happens to an idle GPU server when its warning runs out. */
+export type CullAction = 'stop' | 'restart-on-cpu';
+
+/** A warned server: it goes at `cull_at` (epoch seconds) unless the user keeps it. */
+export interface IGpuWarning {
+  cull_at: number;
+  action: CullAction;
+}
+
+/** This server's GPUs as the monitor sees them (docs/monitoring.md, `GET api/servers`). */
+export interface IGpuServer {
+  server: string;
+  gpus: number;
+  gpu_type: string;
+  /** The GPU type's display name (`A100`); older monitors send only the slug. */
+  gpu_type_name?: string;
+  group: string;
+  devices: number[];
+  /** ISO time the GPUs were allocated. */
+  since: string | null;
+  /** Mean utilisation now in percent; `null` while not measured. */
+  utilization: number | null;
+  idle_seconds: number;
+  idle_culling: {
+    threshold_percent: number;
+    idle_minutes: number;
+    warn_minutes: number;
+    action: CullAction;
+  } | null;
+  cull_at: number | null;
+  warning: IGpuWarning | null;
+}
+
+/** A server given back by the monitor. */
+export interface ICulled {
+  server: string;
+  at: number;
+  action: CullAction;
+  gpus: number;
+  gpu_type: string;
+}
+
+/** `GET gpuhub/gpu`: this server's GPUs (`null` on a CPU server) and its culls. */
+export interface IGpuStatus {
+  server: IGpuServer | null;
+  culled: ICulled[];
+}
+
+/** `POST gpuhub/gpu/give-back` (202): the CPU profile the server restarts on. */
+export interface IGiveBack {
+  server: string;
+  profile: string;
+  profile_name: string;
+  /** The image kept, or `null` when the CPU profile does not offer it (its default). */
+  image: string | null;
+}

@@ -1,7 +1,8 @@
 """Thin tornado handlers of the monitor: a user's GPU servers and warnings, "keep it",
-and Prometheus ``/metrics``.  Callers send a hub token (``Authorization: token …``);
-errors are answered as ``{"status", "message"}`` with the status of their type.  The
-admin's GPU page, with its browser login, is :mod:`gpuhub.monitor.adminhandlers`."""
+"give the GPUs back" and Prometheus ``/metrics``.  Callers send a hub token
+(``Authorization: token …``); errors are answered as ``{"status", "message"}`` with the
+status of their type.  The admin's GPU page, with its browser login, is
+:mod:`gpuhub.monitor.adminhandlers`."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from tornado import web
 from ..errors import GpuhubError, OptionError
 from ..jobs.errors import HubUnavailable, NotAllowed, NotAuthenticated
 from .adminhandlers import page_routes
+from .giveback import cpu_profile_for
 from .metrics import CONTENT_TYPE, render
 from .service import MonitorService, held_json
-from .state import server_key
+from .state import Held, server_key
 
 _TOKEN = re.compile(r"(?:token|bearer)\s+(\S+)", re.IGNORECASE)
 METRICS_SCOPE = "read:metrics"
@@ -91,6 +93,29 @@ class BaseHandler(web.RequestHandler):
         super().log_exception(typ, value, tb)
 
 
+def server_name(body: bytes) -> str:
+    """The ``server`` of a ``{"server": name}`` body (``""``: the default server)."""
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError as e:
+        raise OptionError("body", f"is not valid JSON: {e}") from e
+    name = data.get("server", "") if isinstance(data, dict) else None
+    if not isinstance(name, str) or len(name) > 255:
+        raise OptionError("server", 'must be a server name ("" for the default server)')
+    return name
+
+
+def own_gpu_server(svc: MonitorService, user: str, name: str) -> Held:
+    """``user``'s GPU server ``name``, not being given back: 404 / 409 otherwise."""
+    key = server_key(user, name)
+    held = svc.monitor.held.get(key)
+    if held is None or held.server is None:
+        raise NoSuchServer(f"you have no GPU server {name!r}")
+    if key in svc.culling:
+        raise BeingStopped(f"server {name!r} is already being given back")
+    return held
+
+
 class ServersHandler(BaseHandler):
     async def get(self) -> None:
         self.write_json(self.service.view(await self.user()))
@@ -99,24 +124,42 @@ class ServersHandler(BaseHandler):
 class KeepHandler(BaseHandler):
     async def post(self) -> None:
         user = await self.user()
-        try:
-            body = json.loads(self.request.body or b"{}")
-        except ValueError as e:
-            raise OptionError("body", f"is not valid JSON: {e}") from e
-        name = body.get("server", "") if isinstance(body, dict) else None
-        if not isinstance(name, str) or len(name) > 255:
-            raise OptionError("server", 'must be a server name ("" for the default server)')
-        key = server_key(user, name)
+        name = server_name(self.request.body)
         svc = self.service
-        held = svc.monitor.held.get(key)
-        if held is None or held.server is None:
-            raise NoSuchServer(f"you have no GPU server {name!r}")
-        if key in svc.culling:
-            raise BeingStopped(f"server {name!r} is already being given back")
-        kept = svc.monitor.keep(key, time.time())
+        held = own_gpu_server(svc, user, name)
+        kept = svc.monitor.keep(held.alloc.key, time.time())
         if kept is None:
             raise NoSuchServer(f"you have no GPU server {name!r}")
         self.write_json(held_json(kept))
+
+
+class GiveBackHandler(BaseHandler):
+    """``POST api/give-back {"server": name}``: restart the caller's GPU server on a CPU
+    profile they may use (202; the stop and the start follow in the background)."""
+
+    async def post(self) -> None:
+        user = await self.user()
+        name = server_name(self.request.body)
+        svc = self.service
+        own_gpu_server(svc, user, name)  # 404 before asking the hub anything
+        groups = await svc.hub.groups(user)
+        # from here to give_back() no await: a second give-back or a cull gets 409
+        held = own_gpu_server(svc, user, name)
+        if held.server is None or not held.server.ready:
+            raise BeingStopped(f"server {name!r} is still starting; give it back once it runs")
+        cfg = svc.active.get()
+        target = cpu_profile_for(cfg, groups, held.policy)
+        svc.give_back(held, target.slug, cfg)
+        image = held.server.image
+        self.write_json(
+            {
+                "server": name,
+                "profile": target.slug,
+                "profile_name": target.display_name,
+                "image": image if image in target.images else None,
+            },
+            status=202,
+        )
 
 
 class MetricsHandler(BaseHandler):
@@ -138,6 +181,7 @@ def routes(prefix: str) -> list[Any]:
     return [
         (rf"{p}/api/servers", ServersHandler),
         (rf"{p}/api/keep", KeepHandler),
+        (rf"{p}/api/give-back", GiveBackHandler),
         (rf"{p}/metrics", MetricsHandler),
         (p, web.RedirectHandler, {"url": f"{p}/"}),
         *page_routes(prefix),

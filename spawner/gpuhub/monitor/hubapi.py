@@ -1,6 +1,7 @@
 """The few REST calls the monitor makes with its own token: list the hub's active
-servers, stop one, start one (restart on CPU); cancel a job in ``gpuhub-jobs`` (the
-admin's GPU page).  One client, so tests and the service share it."""
+servers, read a user's groups, stop a server, start one (restart on CPU); cancel a job
+in ``gpuhub-jobs`` (the admin's GPU page).  One client, so tests and the service share
+it."""
 
 from __future__ import annotations
 
@@ -79,6 +80,13 @@ class HubClient:
                     ready=bool(s.get("ready")),
                 )
         return out
+
+    async def groups(self, user: str) -> list[str]:
+        """``user``'s groups in the hub now (the service's ``read:users:groups``)."""
+        code, model = await self.call("GET", f"/users/{quote(user, safe='')}")
+        if code != 200 or not isinstance(model, dict):
+            raise HubUnavailable(f"the hub did not answer {user}'s groups ({code})")
+        return [g for g in model.get("groups") or () if isinstance(g, str)]
 
     async def stop(self, user: str, name: str) -> int:
         code, _ = await self.call("DELETE", server_path(user, name))

@@ -17,13 +17,13 @@ from ..activeconfig import ActiveConfig
 from ..errors import GpuhubError
 from ..ledger import Device
 from ..localstate import LocalLedgerStore
-from ..model import Allocation, GpuhubConfig, IdleCulling, MonitorConfig
+from ..model import Allocation, GpuhubConfig, MonitorConfig
 from .history import HistoryStore
 from .hubapi import HubClient
 from .metrics import MetricsSnapshot
 from .nvml import NvmlSource
 from .sources import DeviceSample, ReplaySource, Source, SourceUnavailable
-from .state import Held, Monitor
+from .state import Held, HubServer, Monitor
 
 
 def open_source(cfg: MonitorConfig) -> Source | None:
@@ -145,12 +145,15 @@ class MonitorService:
         for held in due:
             if held.alloc.key not in self.culling:
                 self.culling.add(held.alloc.key)
-                task = asyncio.create_task(self._cull(held, cfg))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._keep_task(asyncio.create_task(self._cull(held, cfg)))
         gap = 2 * cfg.monitor.sample_seconds
         await asyncio.to_thread(self.history.record, now, self.monitor.observations(cfg), gap)
         await self._refresh_metrics(cfg)
+
+    def _keep_task(self, task: asyncio.Task[None]) -> None:
+        """Hold a reference to ``task`` until it is done (awaited by :meth:`run` at stop)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _refresh_metrics(self, cfg: GpuhubConfig) -> None:
         seconds, culls = await asyncio.to_thread(self.history.counters)
@@ -175,11 +178,8 @@ class MonitorService:
             policy.action,
         )
         try:
-            code = await self.hub.stop(server.user, server.name)
-            if code >= 400:
-                self.log.error("gpuhub-monitor: the hub refused to stop %s (%d)", a.key, code)
-                self.culling.discard(a.key)  # tried again at the next sample
-                return
+            if not await self._stop(a.key, server):
+                return  # tried again at the next sample
             at = time.time()
             mine = self.culled.setdefault(a.user, [])
             mine[:] = [
@@ -189,30 +189,71 @@ class MonitorService:
             await asyncio.to_thread(self.history.note_cull, a, at, policy.action)
             await self._refresh_metrics(cfg)
             if policy.action == "restart-on-cpu" and policy.cpu_profile:
-                await self._restart_on_cpu(server.user, server.name, server.image, cfg, policy)
+                await self._restart_on_cpu(
+                    server.user, server.name, server.image, cfg, policy.cpu_profile
+                )
         except GpuhubError as e:
             self.log.error("gpuhub-monitor: could not give back %s: %s", a.key, e)
             self.culling.discard(a.key)
 
+    async def _stop(self, key: str, server: HubServer) -> bool:
+        """Stop ``server`` through the hub; ``False`` when the hub refuses (``key`` is no
+        longer being given back then)."""
+        code = await self.hub.stop(server.user, server.name)
+        if code >= 400:
+            self.log.error("gpuhub-monitor: the hub refused to stop %s (%d)", key, code)
+            self.culling.discard(key)
+            return False
+        return True
+
     async def _restart_on_cpu(
-        self, user: str, name: str, image: str | None, cfg: GpuhubConfig, policy: IdleCulling
+        self, user: str, name: str, image: str | None, cfg: GpuhubConfig, cpu_profile: str
     ) -> None:
+        """Once the hub no longer lists the server, start it on ``cpu_profile`` (with its
+        image when that profile offers it)."""
         if not await self.hub.wait_stopped(user, name):
             self.log.error("gpuhub-monitor: %s/%s did not stop; not restarting it", user, name)
             return
-        target = cfg.profile(policy.cpu_profile or "")
-        options: dict[str, Any] = {"profile": policy.cpu_profile}
+        target = cfg.profile(cpu_profile)
+        options: dict[str, Any] = {"profile": cpu_profile}
         if target is not None and image in target.images:
             options["image"] = image
         code = await self.hub.start(user, name, options)
         if code >= 400:
             self.log.error("gpuhub-monitor: restarting %s/%s on CPU failed (%d)", user, name, code)
 
+    def give_back(self, held: Held, cpu_profile: str, cfg: GpuhubConfig) -> None:
+        """Give the GPUs back at the owner's request: stop the server through the hub and
+        start it again on ``cpu_profile``.  The caller checked that ``held`` is not being
+        given back already, with no await since (the key joins :attr:`culling` here)."""
+        self.culling.add(held.alloc.key)
+        self._keep_task(asyncio.create_task(self._give_back(held, cpu_profile, cfg)))
+
+    async def _give_back(self, held: Held, cpu_profile: str, cfg: GpuhubConfig) -> None:
+        a, server = held.alloc, held.server
+        if server is None:  # only servers are given back (the handler checked)
+            return
+        self.log.info("gpuhub-monitor: %s gives its GPUs back (on %s)", a.key, cpu_profile)
+        try:
+            if not await self._stop(a.key, server):
+                return
+            await self._restart_on_cpu(server.user, server.name, server.image, cfg, cpu_profile)
+        except GpuhubError as e:
+            self.log.error("gpuhub-monitor: could not give back %s: %s", a.key, e)
+            self.culling.discard(a.key)
+
     def view(self, user: str) -> dict[str, Any]:
-        """``GET api/servers``: the caller's GPU servers now, and those given back."""
+        """``GET api/servers``: the caller's GPU servers now (with the GPU type's display
+        name), and those given back."""
+        types = self.active.get().gpu_types
         return {
             "servers": [
-                held_json(h)
+                {
+                    **held_json(h),
+                    "gpu_type_name": t.display_name
+                    if (t := types.get(h.alloc.gpu_type))
+                    else h.alloc.gpu_type,
+                }
                 for h in self.monitor.held.values()
                 if h.server and h.server.user == user
             ],
