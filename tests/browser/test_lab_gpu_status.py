@@ -25,7 +25,7 @@ from localconfig import CONFIG
 
 pytestmark = pytest.mark.browser
 
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "lab-gpu-status.png"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "lab-gpu-status.png"
 STATUS = re.compile(r"^GPU: 1 × A100 · 3% · group vision · since \d\d:\d\d$")
 
 
@@ -47,7 +47,7 @@ def gpu_hub(tmp_path: Path, _browser_tools: None) -> Iterator[Hub]:
 
 
 def shot_path(shots: Path) -> Path:
-    """docs/img/ when refreshing the README's pictures, else the session's folder."""
+    """docs/screenshots/ when refreshing the README's pictures, else the session's folder."""
     if os.environ.get("GPUHUB_SCREENSHOTS") == "1":
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         return SCREENSHOT
