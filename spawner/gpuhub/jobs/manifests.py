@@ -5,15 +5,17 @@ The pod template is the admin's (:class:`KubeJobSettings.pod_template`); what gp
 into each worker pod is decided by the same builder as a notebook pod's
 (:func:`gpuhub.kube.objects.pod_parts`: placement, GPUs, shm, env, labels, the profile's
 resources, priority class, queue, home claim).  Only the job's own parts are added here:
-command, script ConfigMap, working directory, restart policy.  Every job, script and
-worker pod carries the gpuhub labels, so worker pods count in the live quota exactly like
-notebook pods.
+command, script ConfigMap, working directory, restart policy, and the time limit
+(``runPolicy.activeDeadlineSeconds``: Kubernetes ends the job, gpuhub keeps no timer).
+Every job, script and worker pod carries the gpuhub labels, so worker pods count in the
+live quota exactly like notebook pods.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -193,6 +195,11 @@ def _job_meta(spec: JobSpec, settings: KubeJobSettings, group: str | None) -> Ob
     }
 
 
+def deadline_seconds(minutes: float) -> int:
+    """``runPolicy.activeDeadlineSeconds`` of a time limit: whole seconds, at least 1."""
+    return max(1, math.ceil(minutes * 60))
+
+
 def _run_policy(spec: JobSpec, settings: KubeJobSettings) -> Obj:
     policy: Obj = {
         "cleanPodPolicy": settings.clean_pod_policy,
@@ -200,6 +207,9 @@ def _run_policy(spec: JobSpec, settings: KubeJobSettings) -> Obj:
     }
     if settings.ttl_seconds_after_finished is not None:
         policy["ttlSecondsAfterFinished"] = settings.ttl_seconds_after_finished
+    if spec.time_limit_minutes is not None:
+        # the operator ends the job (Failed) this long after it started: never a timer of ours
+        policy["activeDeadlineSeconds"] = deadline_seconds(spec.time_limit_minutes)
     if job_queue(spec, settings):
         policy["suspend"] = True  # Kueue admits the job by unsuspending it
     return policy
