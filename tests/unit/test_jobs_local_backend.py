@@ -15,6 +15,7 @@ import yaml
 from traitlets.config import Config
 
 from gpuhub.activeconfig import ActiveConfig
+from gpuhub.errors import QuotaDenied
 from gpuhub.jobs.backends.local import LocalJobBackend, _Entry
 from gpuhub.jobs.policy import validate_job
 from gpuhub.jobs.records import Job, utcnow
@@ -187,3 +188,24 @@ async def test_the_job_dialog_options_show_the_time_limit(watched, raw):
     limits = {(r["gpu_type"], r["gpus_per_worker"]): r["minutes"] for r in options["time_limits"]}
     assert limits[(None, 0)] == 600
     assert limits[("a100", 1)] == limits[("h100", 4)] == 120
+
+
+async def test_a_job_over_the_quota_is_refused_not_queued(watched):
+    """Why ``gpuhub_jobs_queued`` is 0 on one machine: a job that does not fit is
+    refused at submit (the 403 names the holders), nothing is recorded or waits."""
+    b = await watched()
+    other = validate_job(
+        b.gpuhub,
+        "alice",
+        ["vision"],
+        {"notebook": NB, "gpus_per_worker": 4},
+        job_id="a1",
+        max_workers=2,
+    )
+    assert b.ledger.reserve(other.key, other.ledger_request(), ["vision"], kind="job")
+    body = {"notebook": NB, "gpus_per_worker": 1, "gpu_type": "a100"}
+    spec = validate_job(b.gpuhub, "bob", ["vision"], body, job_id="b1", max_workers=2)
+    with pytest.raises(QuotaDenied, match="alice"):
+        await b.submit(spec, ["vision"])
+    assert await b.list_jobs("bob") == []
+    assert not (b.jobs_dir / "b1").exists()
