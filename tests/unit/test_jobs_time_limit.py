@@ -11,7 +11,7 @@ import pytest
 from gpuhub.config import parse_config
 from gpuhub.errors import ConfigError
 from gpuhub.jobs.backends.kubeflow import job_from_object
-from gpuhub.jobs.manifests import KubeJobSettings, make_job
+from gpuhub.jobs.manifests import KubeJobSettings, job_state, make_job
 from gpuhub.jobs.policy import time_limit_for, time_limits, validate_job
 from gpuhub.jobs.records import Job
 
@@ -117,8 +117,16 @@ def test_the_kubeflow_job_carries_active_deadline_seconds(raw):
         "ttlSecondsAfterFinished": 86400,
         "activeDeadlineSeconds": 5400,
     }
-    torch = make_job(config, spec(raw, gpus_per_worker=1), settings, "vision")
+    # and every worker pod: the kubelet fails it at the deadline, which wakes the operator
+    worker = job["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]
+    assert worker["activeDeadlineSeconds"] == 5400
+    torch = make_job(config, spec(raw, gpus_per_worker=1, workers=2), settings, "vision")
     assert torch["spec"]["runPolicy"]["activeDeadlineSeconds"] == 5400
+    replicas = torch["spec"]["pytorchReplicaSpecs"]
+    assert [replicas[r]["template"]["spec"]["activeDeadlineSeconds"] for r in replicas] == [
+        5400,
+        5400,
+    ]
     # read back by the API from the object the cluster returns
     created = {**job, "metadata": {**job["metadata"], "creationTimestamp": "2026-12-01T09:00:00Z"}}
     assert job_from_object(created).time_limit_minutes == 90
@@ -129,4 +137,52 @@ def test_the_kubeflow_job_carries_active_deadline_seconds(raw):
     raw.pop("jobs")
     plain = make_job(parse_config(raw), spec(raw), settings, None)
     assert "activeDeadlineSeconds" not in plain["spec"]["runPolicy"]
+    assert "activeDeadlineSeconds" not in str(plain)
     assert job_from_object({**plain, "metadata": created["metadata"]}).time_limit_minutes is None
+
+
+def _failed(name: str, message: str, at: str) -> dict[str, Any]:
+    """The status conditions the training operator v1.9.3 wrote (recorded in the cluster
+    tier's test of the time limit)."""
+    return {
+        "spec": {"runPolicy": {"activeDeadlineSeconds": 30}},
+        "status": {
+            "startTime": "2026-12-01T11:28:03Z",
+            "conditions": [
+                {
+                    "type": "Created",
+                    "status": "True",
+                    "reason": "PyTorchJobCreated",
+                    "message": f"PyTorchJob {name} is created.",
+                    "lastTransitionTime": "2026-12-01T11:28:03Z",
+                },
+                {
+                    "type": "Running",
+                    "status": "False",
+                    "reason": "PyTorchJobRunning",
+                    "message": f"PyTorchJob {name} is running.",
+                    "lastTransitionTime": "2026-12-01T11:28:03Z",
+                },
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "PyTorchJobFailed",
+                    "message": message,
+                    "lastTransitionTime": at,
+                },
+            ],
+        },
+    }
+
+
+def test_a_job_failed_at_its_deadline_says_so():
+    backoff = (
+        "Job gpuhub-job-6d5a7150 has failed because it has reached the specified backoff limit"
+    )
+    at_deadline = _failed("gpuhub-job-6d5a7150", backoff, "2026-12-01T11:28:33Z")
+    assert job_state(at_deadline) == ("Failed", "time limit (0.5 min) reached")
+    # failing earlier is the job's own failure, told as the operator tells it
+    early = _failed("gpuhub-job-6d5a7150", backoff, "2026-12-01T11:28:20Z")
+    assert job_state(early) == ("Failed", backoff)
+    no_limit = {**at_deadline, "spec": {"runPolicy": {}}}
+    assert job_state(no_limit) == ("Failed", backoff)
