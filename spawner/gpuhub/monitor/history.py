@@ -154,6 +154,7 @@ class HistoryStore:
         """GPU-hours per group and per user within ``[since, until]`` (rolled-up hours
         partly inside it count pro rata)."""
         with self._db() as db:
+            db.execute("BEGIN")  # one snapshot: a roll-up committing meanwhile is not seen half
             holds = [
                 Hold(*row)
                 for row in db.execute(
