@@ -174,8 +174,8 @@ class HistoryStore:
                 Rolled(*row)
                 for row in db.execute(
                     "SELECT user, grp, hour, held_gpu_seconds, idle_gpu_seconds FROM hourly "
-                    "WHERE hour < ? AND hour + ? > ?",
-                    (until, HOUR, since),
+                    "WHERE hour < ? AND hour > ?",
+                    (until, since - HOUR),
                 )
             ]
             rolled_until = _rolled_until(db)
@@ -191,7 +191,7 @@ class HistoryStore:
         cutoff = floor_hour(now - keep_days * DAY)
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")  # read and write as one step
-            lo = _rolled_until(db)
+            lo = stored = _rolled_until(db)
             if lo is None:
                 first = db.execute("SELECT MIN(start) FROM holds").fetchone()[0]
                 lo = cutoff if first is None else min(floor_hour(first), cutoff)
@@ -212,18 +212,20 @@ class HistoryStore:
                     (hi,),
                 )
             ]
-            self._write_rows(db, hour_rows(holds, ticks, lo, hi))
-            db.execute("DELETE FROM ticks WHERE at <= ?", (hi,))
-            db.execute("DELETE FROM holds WHERE ended IS NOT NULL AND ended <= ?", (hi,))
-            db.execute(
-                "UPDATE holds SET counted_from = ? WHERE COALESCE(counted_from, start) < ?",
-                (hi, hi),
-            )
-            db.execute("INSERT OR REPLACE INTO rollup VALUES (1, ?)", (hi,))
+            if holds or ticks:
+                self._write_rows(db, hour_rows(holds, ticks, lo, hi))
+                db.execute("DELETE FROM ticks WHERE at <= ?", (hi,))
+                db.execute("DELETE FROM holds WHERE ended IS NOT NULL AND ended <= ?", (hi,))
+                db.execute(
+                    "UPDATE holds SET counted_from = ? WHERE COALESCE(counted_from, start) < ?",
+                    (hi, hi),
+                )
+            if stored != hi:
+                db.execute("INSERT OR REPLACE INTO rollup VALUES (1, ?)", (hi,))
             db.execute(
                 "DELETE FROM hourly WHERE rowid IN "
-                "(SELECT rowid FROM hourly WHERE hour + ? <= ? LIMIT ?)",
-                (HOUR, now - max_days * DAY, DROP_BATCH),
+                "(SELECT rowid FROM hourly WHERE hour <= ? LIMIT ?)",
+                (now - max_days * DAY - HOUR, DROP_BATCH),
             )
         return hi < cutoff
 
