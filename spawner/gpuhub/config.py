@@ -17,6 +17,7 @@ import jsonschema
 import yaml
 
 from .errors import ConfigError
+from .jobs.settings import JOBS_SCHEMA, job_limits_from
 from .model import (
     ALL_GROUPS,
     AuthConfig,
@@ -26,6 +27,7 @@ from .model import (
     GpuType,
     GroupQuota,
     ImageSpec,
+    JobLimits,
     LocalConfig,
     Profile,
     QuotaConfig,
@@ -115,6 +117,7 @@ SCHEMA: dict[str, Any] = {
                     "kueue_queue": _slug,
                     "priority_class": _slug,
                     "idle_culling": IDLE_CULLING_SCHEMA,
+                    "jobs": JOBS_SCHEMA,
                     "gpu": {
                         "type": "object",
                         "additionalProperties": False,
@@ -178,6 +181,7 @@ SCHEMA: dict[str, Any] = {
             },
         },
         "monitor": MONITOR_SCHEMA,
+        "jobs": JOBS_SCHEMA,
         "auth": {
             "type": "object",
             "additionalProperties": False,
@@ -222,6 +226,10 @@ _FIX_FOR_NUMBER_BY_KEY = {
     "shm": "write a size with its unit, e.g. 1G or 512Mi",
 }
 
+_FIX_FOR_TYPE_BY_KEY = {
+    "time_limit_minutes": "write a number of minutes, e.g. 120 for two hours (null: no limit)",
+}
+
 MatrixLoader = Callable[[Path], Mapping[str, Mapping[str, Any]]]
 
 
@@ -264,6 +272,8 @@ def schema_fix(err: jsonschema.ValidationError) -> str | None:
         and str(key) in _FIX_FOR_NUMBER_BY_KEY
     ):
         return _FIX_FOR_NUMBER_BY_KEY[str(key)]
+    if kind == "type" and str(key) in _FIX_FOR_TYPE_BY_KEY:
+        return _FIX_FOR_TYPE_BY_KEY[str(key)]
     return _FIX_BY_VALIDATOR.get(kind)
 
 
@@ -321,6 +331,7 @@ def parse_config(
         ),
         source=source,
         monitor=monitor_from(data.get("monitor", {}), source, base_dir or Path(".")),
+        jobs=job_limits_from(data.get("jobs")) or JobLimits(),
     )
     check_references(config)
     return config
@@ -387,6 +398,7 @@ def _profile(p: Mapping[str, Any], index: int, source: str) -> Profile:
         kueue_queue=p.get("kueue_queue"),
         priority_class=p.get("priority_class"),
         idle_culling=idle_culling_from(p.get("idle_culling")),
+        jobs=job_limits_from(p.get("jobs")),
     )
 
 

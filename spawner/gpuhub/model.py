@@ -64,6 +64,14 @@ class IdleCulling:
 
 
 @dataclass(frozen=True)
+class JobLimits:
+    """Limits of jobs (top-level ``jobs``, overridden per profile by
+    ``profiles[].jobs``): ``time_limit_minutes`` of run time, ``None`` for none."""
+
+    time_limit_minutes: float | None = None
+
+
+@dataclass(frozen=True)
 class Profile:
     """A spawn profile: resources, allowed images, optional GPUs and who may use it."""
 
@@ -80,6 +88,8 @@ class Profile:
     kueue_queue: str | None = None
     priority_class: str | None = None
     idle_culling: IdleCulling | None = None
+    jobs: JobLimits | None = None
+    """The profile's own job limits; ``None``: the top-level ``jobs`` apply."""
 
     @property
     def is_gpu(self) -> bool:
@@ -138,6 +148,10 @@ class MonitorConfig:
     replay_trace: str | None = None
     sample_seconds: float = 30.0
     idle_threshold_percent: float = 5.0
+    history_days: float = 14.0
+    """Days of raw samples kept; older ones are rolled up into hourly rows."""
+    history_max_days: float = 400.0
+    """Days of hourly rows kept; older ones are dropped."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +175,7 @@ class GpuhubConfig:
     auth: AuthConfig = AuthConfig()
     source: str = "gpuhub.yaml"
     monitor: MonitorConfig = MonitorConfig()
+    jobs: JobLimits = JobLimits()
 
     def profile(self, slug: str) -> Profile | None:
         for p in self.profiles:

@@ -617,3 +617,80 @@ async def test_pytorchjob_runs_ddp_on_the_process_node(
             "job pods deleted",
         )
         await backend.shutdown()
+
+
+async def test_the_operator_ends_a_job_at_its_time_limit(
+    k8s_cluster: Cluster,
+    training_operator: TrainingOperator,
+    job_node: ProcessNode,
+    namespace: str,
+    home_claim: str,
+    hub_kubeconfig: Path,
+    tmp_path: Path,
+) -> None:
+    """A job under ``jobs.time_limit_minutes``: Kubernetes ends it, gpuhub keeps no timer.
+    The kubelet (here the process node, as the kubelet does) fails the worker pod at its
+    ``activeDeadlineSeconds``; the training operator, reconciling that, marks the job
+    Failed at ``runPolicy.activeDeadlineSeconds``.  Its GPU is then free in the quota."""
+    core = k8s_cluster.core
+    custom = client.CustomObjectsApi(k8s_cluster.api)
+    path = tmp_path / "gpuhub.yaml"
+    path.write_text(yaml.safe_dump({**CONFIG, "jobs": {"time_limit_minutes": 0.5}}))
+    holder = ActiveConfig(path)
+    backend = KubeflowJobBackend(
+        active=holder,
+        data_dir=tmp_path,
+        namespace=namespace,
+        kubeconfig=str(hub_kubeconfig),
+        pod_template=admin_pod_template(job_node, free_port()),
+    )
+    await backend.recover()
+    job_id = uuid.uuid4().hex[:8]
+    name = f"gpuhub-job-{job_id}"
+    try:
+        body = {"workers": 1, "gpus_per_worker": 1, "gpu_type": "a100", "group": "vision"}
+        spec = validate_job(
+            holder.config,
+            "alice",
+            ["vision"],
+            {**body, "notebook": one_cell_notebook("import time\ntime.sleep(3600)")},
+            job_id=job_id,
+            max_workers=8,
+        )
+        job = await backend.submit(spec, ["vision"])
+        assert job.time_limit_minutes == 0.5
+        obj = custom.get_namespaced_custom_object(
+            "kubeflow.org", "v1", namespace, "pytorchjobs", name
+        )
+        assert obj["spec"]["runPolicy"]["activeDeadlineSeconds"] == 30
+        master = obj["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+        assert master["activeDeadlineSeconds"] == 30
+
+        async def failed() -> Any:
+            current = await backend.get(job_id)
+            return current if current and current.done else None
+
+        done = await wait_for(failed, 300, f"{name} ended by its deadline")
+        assert (done.state, done.message) == ("Failed", "time limit (0.5 min) reached")
+        assert done.time_limit_minutes == 0.5
+        # nothing of it runs or waits any more (the operator deletes or keeps the failed pod)
+        pods = core.list_namespaced_pod(namespace, label_selector=f"{JOB_LABEL}={name}").items
+        assert all(p.status.phase in ("Failed", "Succeeded") for p in pods), pods
+        wait_until(
+            lambda: backend.quota_ledger().get(f"job:{job_id}") is None,
+            60,
+            f"{name} gone from the quota",
+        )
+    finally:
+        for obj in custom.list_namespaced_custom_object(
+            "kubeflow.org", "v1", namespace, "pytorchjobs"
+        )["items"]:
+            custom.delete_namespaced_custom_object(
+                "kubeflow.org",
+                "v1",
+                namespace,
+                "pytorchjobs",
+                obj["metadata"]["name"],
+                propagation_policy="Foreground",
+            )
+        await backend.shutdown()

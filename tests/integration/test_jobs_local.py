@@ -479,3 +479,30 @@ def test_request_limits_answer_400_or_413_naming_the_field(jobs_hub: Hub):
     ):
         r = requests.request(method, f"{bob.base}/{path}", headers=auth(token), timeout=30)
         assert r.headers.get("X-Content-Type-Options") == "nosniff", (path, r.status_code)
+
+
+def test_a_job_past_its_time_limit_ends_failed_and_frees_its_gpus(
+    hub_factory: Callable[..., Hub],
+):
+    """``jobs.time_limit_minutes`` of the GPU profile (15 s): the dialog sees it, and the
+    job is ended by the jobs service, recorded Failed with the reason, its GPU freed."""
+    if torch_missing:
+        pytest.fail("torch is not installed: run `source scripts/bootstrap.sh && gpuhub_torch`")
+    cfg = copy.deepcopy(CONFIG)
+    next(p for p in cfg["profiles"] if p["slug"] == "gpu")["jobs"] = {"time_limit_minutes": 0.25}
+    hub = hub_factory(cfg)
+    wait_for_service(hub)
+    alice = Jobs(hub, "alice")
+    options = alice.call("GET", "options").json()
+    limits = {(r["gpu_type"], r["gpus_per_worker"]): r["minutes"] for r in options["time_limits"]}
+    assert limits[("a100", 1)] == 0.25 and limits[(None, 0)] is None
+    r = alice.submit(WAIT, args=["never"], workers=1, gpus_per_worker=1, gpu_type="a100")
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["time_limit_minutes"] == 0.25
+    assert f"job:{job['id']}" in ledger_keys(hub)
+    done = alice.wait(job["id"], ("Succeeded", "Failed", "Cancelled"), timeout=180)
+    assert (done["state"], done["message"]) == ("Failed", "time limit (0.25 min) reached")
+    assert hub.job_pids() == []
+    assert f"job:{job['id']}" not in ledger_keys(hub)
+    assert alice.call("DELETE", f"jobs/{job['id']}").status_code == 409

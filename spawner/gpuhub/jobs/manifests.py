@@ -5,17 +5,20 @@ The pod template is the admin's (:class:`KubeJobSettings.pod_template`); what gp
 into each worker pod is decided by the same builder as a notebook pod's
 (:func:`gpuhub.kube.objects.pod_parts`: placement, GPUs, shm, env, labels, the profile's
 resources, priority class, queue, home claim).  Only the job's own parts are added here:
-command, script ConfigMap, working directory, restart policy.  Every job, script and
-worker pod carries the gpuhub labels, so worker pods count in the live quota exactly like
-notebook pods.
+command, script ConfigMap, working directory, restart policy, and the time limit
+(``runPolicy.activeDeadlineSeconds``: Kubernetes ends the job, gpuhub keeps no timer).
+Every job, script and worker pod carries the gpuhub labels, so worker pods count in the
+live quota exactly like notebook pods.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ..kube.labels import label_value
@@ -32,7 +35,7 @@ from ..kube.objects import (
 )
 from ..kube.objects import LABEL as LABEL  # re-exported for the backend
 from ..model import GpuhubConfig, SpawnRequest
-from .policy import JobSpec
+from .policy import JobSpec, time_limit_reason
 
 KUBEFLOW_V1 = "kubeflow.org/v1"
 SCRIPT_KEY = "script.py"
@@ -177,6 +180,11 @@ def make_pod_template(
         [{"name": "gpuhub-script", "configMap": {"name": f"{job_name(spec)}-script"}}],
     )
     pod.setdefault("restartPolicy", "Never")
+    if spec.time_limit_minutes is not None:
+        # the kubelet fails a worker pod past it: the operator, reconciling that pod's
+        # change, then ends the whole job at runPolicy.activeDeadlineSeconds (it does not
+        # wake up by itself at the deadline, kubeflow/trainer#3358)
+        pod["activeDeadlineSeconds"] = deadline_seconds(spec.time_limit_minutes)
     return tpl
 
 
@@ -193,6 +201,11 @@ def _job_meta(spec: JobSpec, settings: KubeJobSettings, group: str | None) -> Ob
     }
 
 
+def deadline_seconds(minutes: float) -> int:
+    """``runPolicy.activeDeadlineSeconds`` of a time limit: whole seconds, at least 1."""
+    return max(1, math.ceil(minutes * 60))
+
+
 def _run_policy(spec: JobSpec, settings: KubeJobSettings) -> Obj:
     policy: Obj = {
         "cleanPodPolicy": settings.clean_pod_policy,
@@ -200,6 +213,9 @@ def _run_policy(spec: JobSpec, settings: KubeJobSettings) -> Obj:
     }
     if settings.ttl_seconds_after_finished is not None:
         policy["ttlSecondsAfterFinished"] = settings.ttl_seconds_after_finished
+    if spec.time_limit_minutes is not None:
+        # the operator ends the job (Failed) this long after it started: never a timer of ours
+        policy["activeDeadlineSeconds"] = deadline_seconds(spec.time_limit_minutes)
     if job_queue(spec, settings):
         policy["suspend"] = True  # Kueue admits the job by unsuspending it
     return policy
@@ -276,4 +292,31 @@ def job_state(obj: Obj) -> tuple[str, str]:
     }.get(kind, "Queued")
     if (obj.get("spec") or {}).get("runPolicy", {}).get("suspend"):
         state = "Queued"
-    return state, str(latest.get("message", ""))
+    message = str(latest.get("message", ""))
+    if state == "Failed" and _past_deadline(obj, latest):
+        # the operator words it "reached the specified backoff limit" (the pod the
+        # kubelet failed at its deadline) or "active longer than specified deadline"
+        deadline = int(obj["spec"]["runPolicy"]["activeDeadlineSeconds"])
+        message = time_limit_reason(deadline / 60)
+    return state, message
+
+
+def _past_deadline(obj: Obj, failed: Obj) -> bool:
+    """Whether the job failed when it had run its ``activeDeadlineSeconds`` (from
+    ``status.startTime`` to the failure, as Kubernetes timed them)."""
+    deadline = ((obj.get("spec") or {}).get("runPolicy") or {}).get("activeDeadlineSeconds")
+    status = obj.get("status") or {}
+    start = _time(status.get("startTime"))
+    end = _time(failed.get("lastTransitionTime") or status.get("completionTime"))
+    if not deadline or start is None or end is None:
+        return False
+    return end - start >= float(deadline)
+
+
+def _time(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

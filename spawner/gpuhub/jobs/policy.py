@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ..errors import OptionError, QuotaDenied
 from ..model import GpuhubConfig, ImageSpec, Profile, SpawnRequest
-from ..profiles import given, resolve_request
+from ..profiles import given, resolve_request, visible_profiles
 
 if TYPE_CHECKING:
     from .records import Job
@@ -84,6 +84,8 @@ class JobSpec:
     image: ImageSpec
     profile: Profile
     script: str
+    time_limit_minutes: float | None = None
+    """Run time after which the job is ended (:func:`time_limit_for`), fixed at submit."""
 
     @property
     def gpus(self) -> int:
@@ -240,6 +242,56 @@ def notebook_to_script(nb: Any, exporter: Any = None) -> str:
     return script
 
 
+# --- time limit -------------------------------------------------------------------------
+
+
+def time_limit_for(config: GpuhubConfig, profile: Profile) -> float | None:
+    """THE time limit (minutes) of a job on ``profile``: the profile's ``jobs`` section
+    when it has one (``time_limit_minutes: null`` there lifts the top-level limit), else
+    the top-level ``jobs.time_limit_minutes``; ``None``: no limit."""
+    limits = profile.jobs if profile.jobs is not None else config.jobs
+    return limits.time_limit_minutes
+
+
+def time_limit_text(minutes: float) -> str:
+    """``"90 min"``, ``"0.5 min"``: a limit as users read it."""
+    return f"{minutes:g} min"
+
+
+def time_limit_reason(minutes: float) -> str:
+    """The message of a job ended at its time limit."""
+    return f"time limit ({time_limit_text(minutes)}) reached"
+
+
+def time_limits(config: GpuhubConfig, user: str, groups: Iterable[str]) -> list[dict[str, Any]]:
+    """For ``GET api/options``: the time limit of a job of each GPU type and count the
+    user is offered (``gpu_type`` ``None`` and ``gpus_per_worker`` 0: CPU workers), for
+    the default image and group, decided by :func:`resolve_request` exactly as a
+    submitted job's profile is."""
+    groups = list(groups)
+    choices: list[tuple[str | None, int]] = [(None, 0)]
+    for p in visible_profiles(config, groups):
+        if p.gpu is not None:
+            choices += [(t, n) for t in p.gpu.types for n in p.gpu.counts]
+    rows = []
+    for gpu_type, gpus in dict.fromkeys(choices):
+        options: dict[str, Any] = {"gpus": gpus} | ({"gpu_type": gpu_type} if gpu_type else {})
+        try:
+            request = resolve_request(
+                config, user, groups, options, names={"gpus": "gpus_per_worker"}, cpu_anywhere=True
+            )
+        except OptionError:
+            continue
+        rows.append(
+            {
+                "gpu_type": gpu_type,
+                "gpus_per_worker": gpus,
+                "minutes": time_limit_for(config, request.profile),
+            }
+        )
+    return rows
+
+
 # --- the whole request --------------------------------------------------------------------
 
 NULLABLE = frozenset({"gpu_type", "group", "image"})
@@ -367,6 +419,7 @@ def validate_job(
         image=request.image,
         profile=request.profile,
         script=script,
+        time_limit_minutes=time_limit_for(config, request.profile),
     )
 
 

@@ -6,7 +6,7 @@ Plain data with a JSON round trip (the local backend keeps it in ``job.json``).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from .policy import JobSpec
@@ -51,10 +51,19 @@ class Job:
     finished: datetime | None = None
     worker_states: tuple[WorkerState, ...] = ()
     queue_position: int | None = None
+    time_limit_minutes: float | None = None
+    """The run time after which the job is ended, fixed when it was submitted."""
 
     @property
     def done(self) -> bool:
         return self.state in FINISHED
+
+    @property
+    def deadline(self) -> datetime | None:
+        """When the job's time limit is reached (``None``: no limit, or not started)."""
+        if self.time_limit_minutes is None or self.started is None:
+            return None
+        return self.started + timedelta(minutes=self.time_limit_minutes)
 
     @classmethod
     def from_spec(cls, spec: JobSpec, group: str | None = None) -> Job:
@@ -71,6 +80,7 @@ class Job:
             group=group or spec.group,
             image=spec.image.slug,
             worker_states=tuple(WorkerState(i, "Queued") for i in range(spec.workers)),
+            time_limit_minutes=spec.time_limit_minutes,
         )
 
     def ended(self, state: State, message: str, codes: list[int | None]) -> Job:

@@ -22,7 +22,7 @@ from ..scopes import JOBS_CANCEL_ANY
 from .backends.base import JobBackend
 from .errors import HubUnavailable, NotAllowed, NotAuthenticated, TooLarge
 from .offloop import ProcessRunner
-from .policy import FRAMEWORKS, JobSpec, job_from_request
+from .policy import FRAMEWORKS, JobSpec, job_from_request, time_limits
 
 _TOKEN = re.compile(r"(?:token|bearer)\s+(\S+)", re.IGNORECASE)
 
@@ -172,8 +172,8 @@ class JobsService:
     async def options(self, caller: Caller) -> dict[str, Any]:
         """``GET api/options``: what the dialog may offer ``caller``, with the quota left
         computed by :func:`gpuhub.availability.availability` (the spawn form's numbers,
-        per GPU type and group), and which framework each of the caller's images can
-        run (where the backend knows)."""
+        per GPU type and group), which framework each of the caller's images can run
+        (where the backend knows), and the time limit of each choice."""
         cfg = self.gpuhub
         ledger, capacity = await asyncio.to_thread(self._live)
         avail = availability(
@@ -239,5 +239,7 @@ class JobsService:
             "gpu_counts": [0, *sorted({n for p in gpu_profiles if p.gpu for n in p.gpu.counts})],
             "image": image,
             "images": images,
+            # per GPU type and count (CPU workers: null, 0): the job's time limit or null
+            "time_limits": time_limits(cfg, caller.name, caller.groups),
             **self.backend.options_extra(),
         }

@@ -8,7 +8,7 @@ import asyncio
 import time
 
 from ..errors import GpuhubError
-from .accounting import HOUR, Report, Tick, gpu_hours
+from .accounting import HOUR, Report, Tick
 from .adminpage import AdminPage, admin_page, parse_period
 from .hubapi import JobsClient
 from .service import MonitorService
@@ -43,9 +43,9 @@ class AdminDesk:
     def _read(self, since: float, now: float) -> tuple[Report, list[Tick]]:
         """The period's GPU-hours and the last hour's ticks (blocking: SQLite)."""
         history = self.service.history
-        holds, ticks = history.window(min(since, now - HOUR), now)
-        last_hour = [t for t in ticks if t.at >= now - HOUR]
-        return gpu_hours(holds, ticks, since, now), last_hour
+        window = history.window(min(since, now - HOUR), now)
+        last_hour = [t for t in window.ticks if t.at >= now - HOUR]
+        return window.report(since, now), last_hour
 
     async def page(self, since_text: str | None) -> AdminPage:
         """The page for the period ``since_text`` (validated first)."""

@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..model import GpuhubConfig
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -27,6 +29,16 @@ class MetricsSnapshot:
     """All-time ``(held, idle)`` GPU-seconds by group."""
     culls: Mapping[tuple[str, str], int] = field(default_factory=dict)
     """Servers given back for idleness by ``(group, action)``."""
+    queued: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    """Jobs waiting for GPUs by ``(group, gpu_type)``."""
+
+
+def queued_on_one_machine(cfg: GpuhubConfig) -> dict[tuple[str, str], int]:
+    """``gpuhub_jobs_queued`` of the embedded default: 0 for every group with a quota and
+    every GPU type.  Nothing waits on one machine: the jobs service reserves a job's GPUs
+    when it is submitted, or refuses it (403 naming who holds them), so no job is ever
+    queued; the series exist so that a dashboard shows 0, not "no data"."""
+    return {(q.group, t): 0 for q in cfg.quotas.groups for t in sorted(cfg.gpu_types)}
 
 
 def families(s: MetricsSnapshot) -> list[Metric]:
@@ -58,7 +70,12 @@ def families(s: MetricsSnapshot) -> list[Metric]:
     )
     for (group, action), n in sorted(s.culls.items()):
         culls.add_metric([group, action], n)
-    return [allocated, quota, held, idle, culls]
+    queued = GaugeMetricFamily(
+        "gpuhub_jobs_queued", "Jobs waiting for GPUs", labels=["group", "gpu_type"]
+    )
+    for (group, gpu_type), n in sorted(s.queued.items()):
+        queued.add_metric([group, gpu_type], n)
+    return [allocated, quota, held, idle, culls, queued]
 
 
 class _SnapshotCollector(Collector):

@@ -20,7 +20,7 @@ from ..localstate import LocalLedgerStore
 from ..model import Allocation, GpuhubConfig, MonitorConfig
 from .history import HistoryStore
 from .hubapi import HubClient
-from .metrics import MetricsSnapshot
+from .metrics import MetricsSnapshot, queued_on_one_machine
 from .nvml import NvmlSource
 from .sources import DeviceSample, ReplaySource, Source, SourceUnavailable
 from .state import Held, HubServer, Monitor
@@ -149,6 +149,8 @@ class MonitorService:
         gap = 2 * cfg.monitor.sample_seconds
         await asyncio.to_thread(self.history.record, now, self.monitor.observations(cfg), gap)
         await self._refresh_metrics(cfg)
+        m = cfg.monitor  # old samples to hourly rows: one bounded batch per sample
+        await asyncio.to_thread(self.history.roll_up, now, m.history_days, m.history_max_days)
 
     def _keep_task(self, task: asyncio.Task[None]) -> None:
         """Hold a reference to ``task`` until it is done (awaited by :meth:`run` at stop)."""
@@ -162,6 +164,7 @@ class MonitorService:
             quotas={q.group: q.gpus for q in cfg.quotas.groups},
             seconds=seconds,
             culls=culls,
+            queued=queued_on_one_machine(cfg),
         )
 
     async def _cull(self, held: Held, cfg: GpuhubConfig) -> None:

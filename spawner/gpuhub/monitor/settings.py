@@ -1,4 +1,5 @@
-"""The YAML keys of GPU monitoring: ``profiles[].idle_culling`` and ``monitor``.
+"""The YAML keys of GPU monitoring: ``profiles[].idle_culling`` and ``monitor``
+(sampling, the idle threshold of the history, and how long the history keeps what).
 
 Schema fragments (merged into :data:`gpuhub.config.SCHEMA`), the pure mapping to
 :class:`~gpuhub.model.IdleCulling` / :class:`~gpuhub.model.MonitorConfig`, and the checks
@@ -38,6 +39,8 @@ MONITOR_SCHEMA: dict[str, Any] = {
         "replay_trace": {"type": "string", "minLength": 1},
         "sample_seconds": {"type": "number", "exclusiveMinimum": 0},
         "idle_threshold_percent": _percent,
+        "history_days": {"type": "number", "minimum": 1},
+        "history_max_days": {"type": "number", "minimum": 1},
     },
 }
 
@@ -77,11 +80,22 @@ def monitor_from(d: Mapping[str, Any], source: str, base_dir: Path) -> MonitorCo
                 "record a trace (docs/monitoring.md) or correct the path (relative to this file)",
             )
         trace = str(path.resolve())
+    days = float(d.get("history_days", 14))
+    max_days = float(d.get("history_max_days", max(400.0, days)))
+    if max_days < days:
+        raise ConfigError(
+            f"{source}: monitor.history_max_days",
+            f"hourly rows ({max_days:g} days) must be kept at least as long as raw samples "
+            f"(history_days {days:g})",
+            f"use {days:g} or more, or lower monitor.history_days",
+        )
     return MonitorConfig(
         source=kind,
         replay_trace=trace,
         sample_seconds=float(d.get("sample_seconds", 30)),
         idle_threshold_percent=float(d.get("idle_threshold_percent", 5)),
+        history_days=days,
+        history_max_days=max_days,
     )
 
 

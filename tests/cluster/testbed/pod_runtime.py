@@ -126,8 +126,10 @@ class PodRuntime:
     init: list[ContainerProcess] = field(default_factory=list)
     main: list[ContainerProcess] = field(default_factory=list)
     start_time: str = field(default_factory=now_iso)
+    started: float = field(default_factory=time.monotonic)
     paths: PathMap = field(default_factory=lambda: PathMap({}))
     failure: str | None = None
+    failure_reason: str = "ProcessNodeError"
     services: ServiceResolver | None = None
 
     @property
@@ -162,6 +164,20 @@ class PodRuntime:
                 local.mkdir(parents=True, exist_ok=True)
                 mounts[mount["mountPath"]] = local
         self.paths = PathMap(mounts)
+
+    def past_deadline(self) -> bool:
+        """Whether the pod ran longer than ``spec.activeDeadlineSeconds``; if so it fails
+        with ``DeadlineExceeded`` and its containers are killed, as the kubelet does."""
+        limit = self.pod["spec"].get("activeDeadlineSeconds")
+        if limit is None or self.failure is not None:
+            return self.failure_reason == "DeadlineExceeded"
+        if time.monotonic() - self.started < float(limit):
+            return False
+        self.failure = "Pod was active on the node longer than the specified deadline"
+        self.failure_reason = "DeadlineExceeded"
+        for c in [*self.init, *self.main]:
+            c.signal(signal.SIGKILL)
+        return True
 
     def _record(self, spec: Container) -> ContainerProcess:
         return ContainerProcess(spec, self.pod_dir / "logs" / f"{spec['name']}.log")
@@ -306,7 +322,7 @@ class PodRuntime:
             }
 
         return {
-            **({"reason": "ProcessNodeError", "message": self.failure} if self.failure else {}),
+            **({"reason": self.failure_reason, "message": self.failure} if self.failure else {}),
             "phase": phase,
             "podIP": self.ip,
             "podIPs": [{"ip": self.ip}],

@@ -287,7 +287,10 @@ class ProcessKubelet:
                 log(f"pod {runtime.key}: sync failed\n{traceback.format_exc()}")
 
     def _sync_one(self, runtime: PodRuntime) -> None:
-        if runtime.failure is None:
+        if runtime.past_deadline():
+            for c in [*runtime.init, *runtime.main]:
+                c.poll()  # killed: report them terminated once they are
+        elif runtime.failure is None:
             runtime.advance()
         status = runtime.status()
         encoded = json.dumps(status, sort_keys=True)

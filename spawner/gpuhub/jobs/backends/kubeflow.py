@@ -76,6 +76,7 @@ def job_from_object(obj: dict[str, Any]) -> Job:
     status = obj.get("status") or {}
     workers = int(notes.get(f"{LABEL}/workers", "1"))
     path = notes.get(f"{LABEL}/notebook-path", "")
+    deadline = ((obj.get("spec") or {}).get("runPolicy") or {}).get("activeDeadlineSeconds")
     return Job(
         id=labels[f"{LABEL}/job-id"],
         user=notes.get(f"{LABEL}/user", ""),
@@ -93,6 +94,7 @@ def job_from_object(obj: dict[str, Any]) -> Job:
         started=_ts(status.get("startTime")),
         finished=_ts(status.get("completionTime")),
         worker_states=tuple(WorkerState(i, state) for i in range(workers)),
+        time_limit_minutes=int(deadline) / 60 if deadline else None,
     )
 
 

@@ -43,7 +43,7 @@ from ...localstate import alive, decode, encode, process_start
 from ...model import Allocation, ImageSpec
 from ...spawners.local import LocalBackend, device_env, local_backend, unit_limits
 from ..envcheck import FrameworkCheck, env_python
-from ..policy import JobSpec, check_cpu_workers
+from ..policy import JobSpec, check_cpu_workers, time_limit_reason
 from ..records import Job, utcnow
 from .base import JobBackend
 
@@ -180,6 +180,7 @@ class _Entry:
     pid: int | None = None
     pid_start: str | None = None
     cancel_requested: bool = False
+    timed_out: bool = False  # its time limit was reached: it is being (or was) ended
     alloc: dict[str, Any] | None = None
     proc: subprocess.Popen[bytes] | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)
@@ -192,6 +193,7 @@ class _Entry:
             "pid": self.pid,
             "pid_start": self.pid_start,
             "cancel_requested": self.cancel_requested,
+            "timed_out": self.timed_out,
             "alloc": self.alloc,
         }
 
@@ -252,6 +254,7 @@ class LocalJobBackend(JobBackend):
     _entries: dict[str, _Entry]
     _task: asyncio.Task[None] | None = None
     _stopping: asyncio.Event | None = None
+    _stops: set[asyncio.Task[None]]
 
     # -- paths and stores ------------------------------------------------------------------
     @property
@@ -281,6 +284,7 @@ class LocalJobBackend(JobBackend):
     # -- life cycle --------------------------------------------------------------------------
     async def recover(self) -> None:
         self._entries = {}
+        self._stops = set()
         self._stopping = asyncio.Event()
         self.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
         self.jobs_dir.chmod(0o711)
@@ -293,6 +297,7 @@ class LocalJobBackend(JobBackend):
                     pid=d.get("pid"),
                     pid_start=d.get("pid_start"),
                     cancel_requested=bool(d.get("cancel_requested")),
+                    timed_out=bool(d.get("timed_out")),
                     alloc=d.get("alloc"),
                 )
             except (OSError, ValueError, KeyError, TypeError) as err:
@@ -302,6 +307,8 @@ class LocalJobBackend(JobBackend):
             if not e.job.done:
                 if e.pid and alive(e.pid, e.pid_start):
                     self.log.info("gpuhub-jobs: re-attached to job %s (pid %s)", e.job.id, e.pid)
+                    if e.cancel_requested or e.timed_out:  # its stop was cut off: finish it
+                        self._stop_later(e)
                 else:
                     await self._finish_once(e)
         # a job unit that no running job owns (its record was lost) is stopped
@@ -322,16 +329,39 @@ class LocalJobBackend(JobBackend):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._stops:  # each returns at once now (its job killed, its stop on disk)
+            await asyncio.wait(list(self._stops), timeout=30)
 
     async def _supervise(self) -> None:
         while True:
             for e in list(self._entries.values()):
-                if e.job.state == "Running" and not e.finishing and self._ended(e):
+                if e.job.state != "Running" or e.finishing:
+                    continue
+                if self._ended(e):
                     try:
                         await self._finish_once(e)
                     except Exception:
                         self.log.exception("gpuhub-jobs: finishing job %s failed", e.job.id)
+                elif self._over_time(e) and self._claim_stop(e, time_limit=True):
+                    self.log.warning(
+                        "gpuhub-jobs: job %s: %s; ending it",
+                        e.job.id,
+                        time_limit_reason(e.job.time_limit_minutes or 0),
+                    )
+                    self._stop_later(e)
             await asyncio.sleep(self.poll_interval)
+
+    @staticmethod
+    def _over_time(e: _Entry) -> bool:
+        """Whether ``e`` has run past the time limit it was submitted with."""
+        deadline = e.job.deadline
+        return deadline is not None and utcnow() >= deadline
+
+    def _stop_later(self, e: _Entry) -> None:
+        """End ``e`` (already claimed) in a task of its own: the supervisor goes on."""
+        task = asyncio.create_task(self._stop(e))
+        self._stops.add(task)
+        task.add_done_callback(self._stops.discard)
 
     def _ended(self, e: _Entry) -> bool:
         if e.proc is not None:
@@ -349,7 +379,9 @@ class LocalJobBackend(JobBackend):
             code, codes = int(result["exit_code"]), list(result["codes"])
         except (OSError, ValueError, KeyError, TypeError):
             code = None
-        if e.cancel_requested:
+        if e.timed_out:
+            job = e.job.ended("Failed", time_limit_reason(e.job.time_limit_minutes or 0), codes)
+        elif e.cancel_requested:
             job = e.job.ended("Cancelled", "cancelled by the user", codes)
         elif code == 0:
             job = e.job.ended("Succeeded", "all workers exited with code 0", [0] * e.job.workers)
@@ -490,33 +522,42 @@ class LocalJobBackend(JobBackend):
         """Stop ``job`` if it still runs and return it: ``Cancelled`` only when this call
         found it running; a job that ended first keeps its real outcome."""
         e = self._entries[job.id]
-        if not self._claim_cancel(e):
-            if e.cancel_requested and not e.job.done:  # another cancel is stopping it
+        if not self._claim_stop(e):
+            if (e.cancel_requested or e.timed_out) and not e.job.done:  # being stopped
                 await self._wait(e, self.grace_period + 5)
             await self._finish_once(e)
             return e.job
-        self._save(e)
+        await self._stop(e)
+        return e.job
+
+    async def _stop(self, e: _Entry) -> None:
+        """End ``e``, claimed by :meth:`_claim_stop`: its claim on disk, SIGTERM, SIGKILL
+        after ``grace_period``, then its end recorded."""
+        await asyncio.to_thread(self._save, e)
         self._signal(e, signal.SIGTERM)
         if not await self._wait(e, self.grace_period):
             self._signal(e, signal.SIGKILL)
             if self._is_stopping():
-                # The service is stopping: the job is killed and its cancel is on disk
-                # (``cancel_requested``); the next service records it as Cancelled.
-                return e.job
+                # The service is stopping: the job is killed and why is on disk
+                # (``cancel_requested``/``timed_out``); the next service records it.
+                return
             await self._wait(e, 5)
         await self._finish_once(e)
-        return e.job
 
     def _is_stopping(self) -> bool:
         return self._stopping is not None and self._stopping.is_set()
 
-    def _claim_cancel(self, e: _Entry) -> bool:
-        """Decide whether a cancel stops ``e``: synchronous, so nothing (the supervisor,
-        another request) runs between the check and the change.  ``False`` when the job
-        has already ended, or was already claimed, by its process or another cancel."""
-        if e.job.done or e.finishing or e.cancel_requested or self._ended(e):
+    def _claim_stop(self, e: _Entry, *, time_limit: bool = False) -> bool:
+        """Decide whether a cancel (or, with ``time_limit``, the job's time limit) stops
+        ``e``: synchronous, so nothing (the supervisor, another request) runs between the
+        check and the change.  ``False`` when the job has already ended, or was already
+        claimed, by its process, a cancel or its time limit."""
+        if e.job.done or e.finishing or e.cancel_requested or e.timed_out or self._ended(e):
             return False
-        e.cancel_requested = True
+        if time_limit:
+            e.timed_out = True
+        else:
+            e.cancel_requested = True
         return True
 
     async def _finish_once(self, e: _Entry) -> None:

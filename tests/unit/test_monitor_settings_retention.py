@@ -1,0 +1,57 @@
+"""The monitor's retention keys and the queued-jobs metric of one machine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gpuhub.config import parse_config
+from gpuhub.errors import ConfigError
+from gpuhub.monitor.metrics import MetricsSnapshot, queued_on_one_machine, render
+
+
+def test_retention_defaults_and_keys(raw: dict[str, Any]):
+    m = parse_config(raw).monitor
+    assert (m.history_days, m.history_max_days) == (14, 400)
+    raw["monitor"] = {"history_days": 30, "history_max_days": 730}
+    m = parse_config(raw).monitor
+    assert (m.history_days, m.history_max_days) == (30, 730)
+    raw["monitor"] = {"history_days": 500}  # the maximum follows a longer raw history
+    assert parse_config(raw).monitor.history_max_days == 500
+
+
+@pytest.mark.parametrize(
+    ("monitor", "expected"),
+    [
+        (
+            {"history_days": 30, "history_max_days": 7},
+            (
+                "gpuhub.yaml: monitor.history_max_days: hourly rows (7 days) must be kept at "
+                "least as long as raw samples (history_days 30) Fix: use 30 or more, or lower "
+                "monitor.history_days"
+            ),
+        ),
+        ({"history_days": 0}, "gpuhub.yaml: monitor.history_days: 0 is less than the minimum"),
+        ({"history_max_days": "1y"}, "monitor.history_max_days: '1y' is not of type 'number'"),
+    ],
+)
+def test_bad_retention_names_the_key_and_the_fix(raw: dict[str, Any], monitor, expected):
+    raw["monitor"] = monitor
+    with pytest.raises(ConfigError) as e:
+        parse_config(raw)
+    assert expected in str(e.value)
+
+
+def test_nothing_is_queued_on_one_machine_and_the_metric_says_so(config):
+    queued = queued_on_one_machine(config)
+    assert queued == {
+        ("vision", "a100"): 0,
+        ("vision", "h100"): 0,
+        ("nlp", "a100"): 0,
+        ("nlp", "h100"): 0,
+    }
+    text = render(MetricsSnapshot(queued=queued)).decode()
+    assert "# TYPE gpuhub_jobs_queued gauge" in text
+    assert 'gpuhub_jobs_queued{gpu_type="h100",group="nlp"} 0.0' in text
+    assert text.count("gpuhub_jobs_queued{") == 4
