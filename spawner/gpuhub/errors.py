@@ -18,6 +18,12 @@ class GpuhubError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    @property
+    def expected(self) -> bool:
+        """Answered to the client as it is and logged as a warning, without a traceback:
+        a refused request (4xx) or "try again" (503, e.g. the hub is restarting)."""
+        return self.status < 500 or self.status == 503
+
 
 class ConfigError(GpuhubError):
     """The gpuhub YAML (or another admin-written file) is invalid.

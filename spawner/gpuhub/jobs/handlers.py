@@ -73,7 +73,7 @@ class BaseHandler(web.RequestHandler):
         self.finish(json.dumps({"status": status_code, "field": field, "message": message}))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, GpuhubError) and value.status < 500:
+        if isinstance(value, GpuhubError) and value.expected:
             self.log_warning(value)
             return
         super().log_exception(typ, value, tb)

@@ -118,7 +118,7 @@ class PageBase(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
         self.finish(html)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, GpuhubError) and value.status < 500:
+        if isinstance(value, GpuhubError) and value.expected:
             from tornado.log import app_log
 
             app_log.warning(

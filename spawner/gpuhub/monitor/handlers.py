@@ -83,7 +83,7 @@ class BaseHandler(web.RequestHandler):
         self.finish(json.dumps({"status": status_code, "message": message}))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, GpuhubError) and value.status < 500:
+        if isinstance(value, GpuhubError) and value.expected:
             from tornado.log import app_log
 
             app_log.warning(
