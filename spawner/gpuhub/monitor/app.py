@@ -7,16 +7,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 from urllib.parse import urlparse
 
 from tornado import web
 from tornado.httpserver import HTTPServer
+from traitlets import Type, Unicode
 
 from ..activeconfig import active_config
+from ..errors import GpuhubError
 from ..serviceapp import HubServiceApp, run_service
 from .handlers import NotFoundHandler, routes
 from .history import HistoryStore, history_path
+from .holdings import HoldingsSource
 from .hubapi import HubClient
 from .service import MonitorService
 
@@ -33,24 +37,53 @@ class MonitorApp(HubServiceApp):
     lock_file = LOCK_FILE
 
     aliases = {
+        "config": "MonitorApp.config_file",
         "gpuhub-config": "MonitorApp.gpuhub_config_file",
         "data-dir": "MonitorApp.data_dir",
         "bind-url": "MonitorApp.bind_url",
     }
 
+    config_file = Unicode(
+        "",
+        config=True,
+        help="""A traitlets Python config file for the service and its holdings (e.g.
+        ``c.MonitorApp.holdings_class = "gpuhub.monitor.kubeholdings.KubeHoldings"``).
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    holdings_class = Type(
+        default_value="gpuhub.monitor.holdings.LocalHoldings",
+        klass=HoldingsSource,
+        config=True,
+        help="""Where the GPU allocations are read:
+        ``gpuhub.monitor.holdings.LocalHoldings`` (the machine-wide ledger, the embedded
+        default) or ``gpuhub.monitor.kubeholdings.KubeHoldings`` (gpuhub's pods, from the
+        same cluster watch as the hub's ``GPUKubeSpawner``).  Any subclass of
+        :class:`gpuhub.monitor.holdings.HoldingsSource`.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    def initialize(self, argv: Any = None) -> None:
+        super().initialize(argv)
+        if self.config_file:
+            self.load_config_file(self.config_file)
+
     def make_app(self) -> tuple[web.Application, MonitorService]:
         from jupyterhub.services.auth import HubOAuth
 
-        from ..spawners.local import inventory, local_store
-
         active = active_config(self.gpuhub_config_file, self.log)
         hub_auth = HubOAuth(cache_max_age=self.auth_cache_max_age, parent=self)
+        cls = cast(type[HoldingsSource], self.holdings_class)
+        holdings = cls(parent=self, active=active, data_dir=Path(self.data_dir))
         service = MonitorService(
             active,
-            local_store(self.data_dir),
+            holdings,
             HistoryStore(history_path(self.data_dir)),
             HubClient(hub_auth.api_url, hub_auth.api_token),
-            lambda cfg: inventory(cfg).devices,
             self.log,
         )
         app = web.Application(
@@ -70,7 +103,15 @@ class MonitorApp(HubServiceApp):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await service.run(stop)
+        try:
+            await service.holdings.start()
+        except GpuhubError as e:
+            self.log.critical("gpuhub-monitor not starting: %s", e)
+            raise SystemExit(1) from None
+        try:
+            await service.run(stop)
+        finally:
+            await service.holdings.stop()
         server.stop()
         with contextlib.suppress(Exception):
             await server.close_all_connections()
@@ -79,7 +120,7 @@ class MonitorApp(HubServiceApp):
         """Take the data directory's monitor lock (before the event loop: it blocks),
         then serve until SIGTERM."""
         self.hold_instance_lock()
-        app, service = self.make_app()  # opens the ledger (blocking): before the loop
+        app, service = self.make_app()  # may open the ledger (blocking): before the loop
         asyncio.run(self.serve(app, service))
 
 
