@@ -95,10 +95,8 @@ class MonitorApp(HubServiceApp):
         return app, service
 
     async def serve(self, app: web.Application, service: MonitorService) -> None:
-        url = urlparse(self.bind_url)
-        server = HTTPServer(app, xheaders=True, max_body_size=64 << 10)
-        server.listen(url.port or 80, url.hostname or "127.0.0.1")
-        self.log.info("gpuhub-monitor listening on %s%s", self.bind_url, self.service_prefix)
+        """Start the holdings (the cluster watch's first LIST), then listen and sample
+        until SIGTERM: a listening monitor knows what is held."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -108,11 +106,15 @@ class MonitorApp(HubServiceApp):
         except GpuhubError as e:
             self.log.critical("gpuhub-monitor not starting: %s", e)
             raise SystemExit(1) from None
+        url = urlparse(self.bind_url)
+        server = HTTPServer(app, xheaders=True, max_body_size=64 << 10)
+        server.listen(url.port or 80, url.hostname or "127.0.0.1")
+        self.log.info("gpuhub-monitor listening on %s%s", self.bind_url, self.service_prefix)
         try:
             await service.run(stop)
         finally:
+            server.stop()
             await service.holdings.stop()
-        server.stop()
         with contextlib.suppress(Exception):
             await server.close_all_connections()
 

@@ -21,6 +21,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class MetricsSnapshot:
     allocated: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
     """GPUs held now by ``(group, gpu_type, kind)``."""
+    queued: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
+    """GPUs asked for and not yet held (Kubernetes: Pending pods) by
+    ``(group, gpu_type, kind)``."""
     quotas: Mapping[str, int] = field(default_factory=dict)
     """GPU quota by group."""
     seconds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
@@ -37,6 +40,13 @@ def families(s: MetricsSnapshot) -> list[Metric]:
     )
     for (group, gpu_type, kind), n in sorted(s.allocated.items()):
         allocated.add_metric([group, gpu_type, kind], n)
+    queued = GaugeMetricFamily(
+        "gpuhub_gpus_queued",
+        "GPUs of servers and jobs waiting to be placed (Kubernetes: Pending pods)",
+        labels=["group", "gpu_type", "kind"],
+    )
+    for (group, gpu_type, kind), n in sorted(s.queued.items()):
+        queued.add_metric([group, gpu_type, kind], n)
     quota = GaugeMetricFamily("gpuhub_group_quota_gpus", "GPU quota of a group", labels=["group"])
     for group, n in sorted(s.quotas.items()):
         quota.add_metric([group], n)
@@ -58,7 +68,7 @@ def families(s: MetricsSnapshot) -> list[Metric]:
     )
     for (group, action), n in sorted(s.culls.items()):
         culls.add_metric([group, action], n)
-    return [allocated, quota, held, idle, culls]
+    return [allocated, queued, quota, held, idle, culls]
 
 
 class _SnapshotCollector(Collector):

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -157,8 +158,12 @@ class MonitorService:
 
     async def _refresh_metrics(self, cfg: GpuhubConfig) -> None:
         seconds, culls = await asyncio.to_thread(self.history.counters)
+        queued: Counter[tuple[str, str, str]] = Counter()
+        for a in self.queued:
+            queued[(a.group, a.gpu_type, a.kind)] += a.gpus
         self.metrics = MetricsSnapshot(
             allocated=dict(self.monitor.allocated()),
+            queued=dict(queued),
             quotas={q.group: q.gpus for q in cfg.quotas.groups},
             seconds=seconds,
             culls=culls,
