@@ -233,3 +233,20 @@ def test_the_app_takes_its_holdings_from_its_config_file(tmp_path: Path):
         assert MonitorApp().holdings_class is LocalHoldings  # the embedded default
     finally:
         MonitorApp.clear_instance()
+
+
+def test_the_chart_monitor_service_gets_the_hub_pods_environment():
+    """Like ``gpuhub-jobs``: the gpuhub YAML and the in-cluster address / namespace (a
+    managed service starts without the hub's environment)."""
+    from gpuhub.hubconfig import kube_jobs_service_env
+
+    services = [{"name": "gpuhub-monitor", "environment": {"EXTRA": "1"}}, {"name": "other"}]
+    environ = {"POD_NAMESPACE": "gpuhub", "KUBERNETES_SERVICE_HOST": "10.0.0.1", "HOME": "/x"}
+    kube_jobs_service_env(services, Path("/etc/gpuhub.yaml"), environ)
+    assert services[0]["environment"] == {
+        "POD_NAMESPACE": "gpuhub",
+        "KUBERNETES_SERVICE_HOST": "10.0.0.1",
+        "GPUHUB_CONFIG": "/etc/gpuhub.yaml",
+        "EXTRA": "1",
+    }
+    assert "environment" not in services[1]
