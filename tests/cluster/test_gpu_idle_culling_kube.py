@@ -232,14 +232,20 @@ def test_idle_gpu_server_is_warned_then_stopped_busy_one_kept_on_kubernetes(
     def mine(user: str) -> dict[str, Any] | None:
         return next((s for s in view(user)["servers"] if s["server"] == ""), None)
 
-    wait_for("both servers ready", lambda: all((server(u) or {}).get("ready") for u in tokens), hub)
-    (pod,) = user_pods(k8s_cluster, namespace, "alice")
-    assert pod.spec.node_name == a100_node.name
+    # the hub adds the monitor's proxy route once the service runs
+    wait_for(
+        "the monitor's route",
+        lambda: requests.get(f"{mon}/api/servers", headers=auth(tokens["alice"]), timeout=30).ok,
+        hub,
+    )
 
-    # alice is warned (in the monitor's API, which the lab shows) before her server goes
+    # alice is warned (in the monitor's API, which the lab shows) before her server goes;
+    # only a server the hub calls ready is ever warned
     warned = wait_for("alice's warning", lambda: (mine("alice") or {}).get("warning"), hub)
     assert warned["action"] == "stop"
-    assert server("alice") is not None
+    assert (server("alice") or {}).get("ready")
+    (pod,) = user_pods(k8s_cluster, namespace, "alice")
+    assert pod.spec.node_name == a100_node.name
 
     # stopped through the hub: GPUKubeSpawner deletes the pod, the cluster view drops it
     wait_for("alice's server stopped", lambda: server("alice") is None, hub)
@@ -250,11 +256,18 @@ def test_idle_gpu_server_is_warned_then_stopped_busy_one_kept_on_kubernetes(
     ]
     assert mine("alice") is None
 
-    # bob's busy server is kept: measured, never warned, still running
-    bob = mine("bob")
-    assert bob is not None, view("bob")
-    assert (bob["gpus"], bob["gpu_type"], bob["group"]) == (1, "a100", "vision")
-    assert bob["utilization"] == 85 and bob["warning"] is None and bob["idle_seconds"] == 0
+    # bob's busy server is kept: measured busy and never warned while the monitor watches
+    # it for longer than the idle limit, still running after
+    wait_for("bob's server ready", lambda: (server("bob") or {}).get("ready"), hub)
+    watched_from, idle_limit = time.monotonic(), IDLE["idle_minutes"] * 60
+    while time.monotonic() - watched_from < idle_limit + 5:
+        bob = mine("bob")
+        assert bob is not None, view("bob")
+        assert (bob["gpus"], bob["gpu_type"], bob["group"]) == (1, "a100", "vision")
+        assert bob["warning"] is None and bob["idle_seconds"] == 0, bob
+        assert bob["utilization"] in (85, None), bob  # None: not sampled yet
+        time.sleep(0.5)
+    assert mine("bob")["utilization"] == 85  # type: ignore[index]
     assert (server("bob") or {}).get("ready")
     assert len(user_pods(k8s_cluster, namespace, "bob")) == 1
 
