@@ -17,6 +17,7 @@ replay`` with the trace mounted beside the YAML (no DCGM exporter or Prometheus 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -30,9 +31,14 @@ import requests
 import yaml
 
 from charthub import ChartHub, chart_values
+from gpuhub.activeconfig import ActiveConfig
+from gpuhub.kube.labels import allocation_marks
+from gpuhub.model import Allocation
+from gpuhub.monitor.kubeholdings import ClusterUnreadable, KubeHoldings
 from testbed import Cluster, ProcessNode, hub_rbac_objects
 from testbed.apply import delete
-from testbed.rbac import hub_kubeconfig
+from testbed.kubeconfig import write_kubeconfig
+from testbed.rbac import hub_kubeconfig, service_account_token
 
 pytestmark = pytest.mark.cluster
 
@@ -291,3 +297,89 @@ def test_idle_gpu_server_is_warned_then_stopped_busy_one_kept_on_kubernetes(
     assert 'gpuhub_idle_culls_total{action="stop",group="vision"} 1.0' in text
     # the history is in the hub's volume (hub.db.type sqlite-pvc), kept across restarts
     assert (hub.workdir / "gpuhub-monitor" / "state" / "usage.sqlite").is_file()
+
+
+# -- KubeHoldings alone, against the apiserver ----------------------------------------------
+def holdings(tmp_path: Path, kubeconfig: Path, namespace: str) -> KubeHoldings:
+    values = chart_values(["gpuhub"], {})
+    cfg = yaml.safe_load(values["hub"]["extraFiles"]["gpuhub-yaml"]["stringData"])
+    cfg["image_matrix"] = str(Path(__file__).resolve().parents[2] / "images" / "matrix.yaml")
+    (tmp_path / "gpuhub.yaml").write_text(yaml.safe_dump(cfg))
+    return KubeHoldings(
+        active=ActiveConfig(tmp_path / "gpuhub.yaml"),
+        data_dir=tmp_path,
+        kubeconfig=str(kubeconfig),
+        watch_namespaces=[namespace],
+    )
+
+
+async def test_monitor_without_pod_access_does_not_start(
+    k8s_cluster: Cluster, namespace: str, tmp_path: Path
+):
+    """An account that may not watch pods (the namespace's default ServiceAccount) is
+    refused at start, naming the RBAC file, instead of a monitor that sees nothing."""
+    token = service_account_token(k8s_cluster.api, namespace, "default")
+    kc = write_kubeconfig(
+        tmp_path / "kc",
+        k8s_cluster.server,
+        k8s_cluster.ca_file,
+        token,
+        f"system:serviceaccount:{namespace}:default",
+    )
+    h = holdings(tmp_path, kc, namespace)
+    try:
+        with pytest.raises(ClusterUnreadable, match="helm-values/manifests/rbac.yaml"):
+            await h.start()
+    finally:
+        await h.stop()
+
+
+async def test_holdings_follow_the_pods(k8s_cluster: Cluster, namespace: str, tmp_path: Path):
+    """With the hub's account: a gpuhub-marked pod (GPUKubeSpawner's marks) is queued while
+    Pending, under its server key; once deleted it is gone (the watch, not a re-list)."""
+    kc = hub_kubeconfig(
+        k8s_cluster.api, k8s_cluster.server, k8s_cluster.ca_file, namespace, tmp_path / "kc"
+    )
+    alloc = Allocation("server:alice/", "alice", "vision", "a100", 2)
+    labels, notes = allocation_marks(alloc, "gpu")
+    h = holdings(tmp_path, kc, namespace)
+    try:
+        await h.start()
+        config = h.active.get()
+        assert (await h.read(config)).held == ()
+        k8s_cluster.core.create_namespaced_pod(
+            namespace,
+            {
+                "metadata": {"name": "jupyter-alice", "labels": labels, "annotations": notes},
+                "spec": {
+                    # no node matches: it stays Pending
+                    "nodeSelector": {"gpuhub.dev/test-node": "nowhere"},
+                    "containers": [{"name": "notebook", "image": "none"}],
+                },
+            },
+        )
+
+        async def until(check: Callable[[Any], bool], what: str) -> Any:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                now = await h.read(config)
+                if check(now):
+                    return now
+                await asyncio.sleep(0.2)
+            raise TimeoutError(what)
+
+        seen = await until(lambda x: bool(x.queued), "the pod queued")
+        (queued,) = seen.queued
+        assert (queued.key, queued.user, queued.gpus, queued.pods) == (
+            "server:alice/",
+            "alice",
+            2,
+            (f"{namespace}/jupyter-alice",),
+        )
+        assert seen.held == ()
+        k8s_cluster.core.delete_namespaced_pod("jupyter-alice", namespace, grace_period_seconds=0)
+        await until(lambda x: not x.queued and not x.held, "the pod gone")
+    finally:
+        await h.stop()
+        objs = hub_rbac_objects(namespace)
+        delete(k8s_cluster.api, [o for o in objs if o["kind"] == "ClusterRoleBinding"])
