@@ -379,7 +379,7 @@ KUBE_SERVICE_ENV = (
     "KUBERNETES_SERVICE_PORT",
     "KUBECONFIG",
 )
-"""What the hub pod's environment tells the jobs service about the cluster: the release
+"""What the hub pod's environment tells gpuhub's services about the cluster: the release
 namespace (the chart sets ``POD_NAMESPACE``), the in-cluster API address (set by Kubernetes
 in every pod), or a kubeconfig where the hub uses one.  JupyterHub starts a managed service
 with none of its own environment but ``PATH``/``LANG``-like keys."""
@@ -399,11 +399,11 @@ def kube_config(cfg: GpuhubConfig, config_path: Path) -> Config:
 def kube_jobs_service_env(
     services: Iterable[dict[str, Any]], config_path: Path, environ: Mapping[str, str]
 ) -> None:
-    """Give the chart's ``gpuhub-jobs`` service (``hub.services``) what it needs from the
-    hub pod: the gpuhub YAML the hub reads (``$GPUHUB_CONFIG``) and
+    """Give the chart's ``gpuhub-jobs`` and ``gpuhub-monitor`` services (``hub.services``)
+    what they need from the hub pod: the gpuhub YAML the hub reads (``$GPUHUB_CONFIG``) and
     :data:`KUBE_SERVICE_ENV` where set.  Keys the chart's values already set win."""
     for service in services:
-        if service.get("name") != JOBS_SERVICE:
+        if service.get("name") not in (JOBS_SERVICE, MONITOR_SERVICE):
             continue
         env = {k: environ[k] for k in KUBE_SERVICE_ENV if environ.get(k)}
         env[CONFIG_ENV] = str(config_path)
@@ -416,9 +416,9 @@ def configure_kube(c: Any, config_path: str | None = None) -> GpuhubConfig:
     Called from a ``jupyterhub_config.d`` snippet mounted by ``helm-values/``; an invalid
     YAML stops the hub with the key path of the problem, and so does an account that may
     not watch the spawner's namespaces (checked once the config is loaded).  The chart's
-    ``gpuhub-jobs`` service (already in ``c.JupyterHub.services``) gets its environment
-    (:func:`kube_jobs_service_env`); servers get its URL as ``$GPUHUB_JOBS_URL``
-    (:class:`~gpuhub.spawners.base.GpuhubSpawnerMixin`).
+    ``gpuhub-jobs`` and ``gpuhub-monitor`` services (already in ``c.JupyterHub.services``)
+    get their environment (:func:`kube_jobs_service_env`); servers get the jobs service's
+    URL as ``$GPUHUB_JOBS_URL`` (:class:`~gpuhub.spawners.base.GpuhubSpawnerMixin`).
     """
     from .kube.access import check_at_hub_start
 

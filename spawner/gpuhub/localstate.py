@@ -39,7 +39,8 @@ def encode(alloc: Allocation) -> dict[str, Any]:
 def decode(d: dict[str, Any]) -> Allocation:
     d = dict(d)
     d["since"] = datetime.fromisoformat(d["since"]) if d.get("since") else None
-    d["devices"] = tuple(d.get("devices", ()))
+    for k in ("devices", "pods", "nodes"):
+        d[k] = tuple(d.get(k, ()))
     return Allocation(**d)
 
 

@@ -140,12 +140,14 @@ class LocalConfig:
 
 @dataclass(frozen=True)
 class MonitorConfig:
-    """Where GPU utilisation comes from (``auto``: NVML when a driver answers, else none),
+    """Where GPU utilisation comes from (``auto``: NVML when a driver answers, else none;
+    ``prometheus``: DCGM exporter metrics from the Prometheus at ``prometheus_url``),
     how often it is sampled, and below what utilisation a GPU counts as idle in the
     history (profiles with ``idle_culling`` use their own threshold)."""
 
-    source: Literal["auto", "nvml", "replay"] = "auto"
+    source: Literal["auto", "nvml", "replay", "prometheus"] = "auto"
     replay_trace: str | None = None
+    prometheus_url: str | None = None
     sample_seconds: float = 30.0
     idle_threshold_percent: float = 5.0
     history_days: float = 14.0
@@ -206,7 +208,8 @@ class Allocation:
     """GPUs held by one notebook server or job, reserved or running.
 
     ``key`` is unique (``server:alice/`` or ``job:<id>``); ``devices`` are local device
-    indices (empty on Kubernetes, where the kubelet picks devices).
+    indices (empty on Kubernetes, where the kubelet picks devices); on Kubernetes ``pods``
+    (``namespace/name``) and ``nodes`` say where it runs (empty on one machine).
     """
 
     key: str
@@ -218,3 +221,5 @@ class Allocation:
     since: datetime | None = None
     devices: tuple[int, ...] = ()
     pending: bool = False
+    pods: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()

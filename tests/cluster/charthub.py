@@ -51,8 +51,9 @@ DIFFERENCES = """\
 - Addresses: no cluster DNS and no pod IPs.  The hub listens on a free loopback port
   (``--JupyterHub.hub_bind_url``/``hub_connect_url`` on the command line, which win over
   z2jh's ``http://:8081`` and ``http://hub:$HUB_SERVICE_PORT``), the proxy's API address is
-  given the same way, and the ``gpuhub-jobs`` service's ``url``/``--bind-url``
-  (``hub:8011``/``0.0.0.0:8011``) become a free loopback port.  Nothing else in the
+  given the same way, and the ``gpuhub-jobs`` and ``gpuhub-monitor`` services'
+  ``url``/``--bind-url`` (``hub:8011``/``0.0.0.0:8011``, ``hub:8012``/``0.0.0.0:8012``)
+  become free loopback ports.  Nothing else in the
   values changes.
 - Cluster credentials: a kubeconfig (``$KUBECONFIG``) holding a token of the ServiceAccount
   ``hub``, bound by exactly helm-values/manifests/rbac.yaml and z2jh's hub Role, instead of
@@ -106,13 +107,17 @@ def relocate(obj: Any, root: Path) -> Any:
     return obj
 
 
-def localize_jobs_service(values: dict[str, Any], port: int) -> None:
-    """The jobs service's Service address (``hub:8011``, bound on ``0.0.0.0:8011``) as a
-    free loopback port: the one address in the values a test machine cannot have."""
-    service = values["hub"]["services"]["gpuhub-jobs"]
-    service["url"] = service["url"].replace("http://hub:8011", f"http://127.0.0.1:{port}")
+SERVICE_PORTS = {"gpuhub-jobs": 8011, "gpuhub-monitor": 8012}
+"""The services' ports on the hub Service (``hub.service.extraPorts``)."""
+
+
+def localize_service(values: dict[str, Any], name: str, port: int) -> None:
+    """A service's Service address (``hub:<its port>``, bound on ``0.0.0.0``) as a free
+    loopback port: the one address in the values a test machine cannot have."""
+    service, shipped = values["hub"]["services"][name], SERVICE_PORTS[name]
+    service["url"] = service["url"].replace(f"http://hub:{shipped}", f"http://127.0.0.1:{port}")
     service["command"] = [
-        a.replace("0.0.0.0:8011", f"127.0.0.1:{port}") for a in service["command"]
+        a.replace(f"0.0.0.0:{shipped}", f"127.0.0.1:{port}") for a in service["command"]
     ]
 
 
@@ -129,6 +134,7 @@ class ChartHub:
     hub_port: int = field(default_factory=free_port)
     proxy_api_port: int = field(default_factory=free_port)
     jobs_port: int = field(default_factory=free_port)
+    monitor_port: int = field(default_factory=free_port)
     hub: subprocess.Popen[bytes] | None = None
     proxy: subprocess.Popen[bytes] | None = None
     secrets: dict[str, str] = field(default_factory=dict)
@@ -168,7 +174,8 @@ class ChartHub:
                 },
             }
         values = copy.deepcopy(self.values)
-        localize_jobs_service(values, self.jobs_port)
+        localize_service(values, "gpuhub-jobs", self.jobs_port)
+        localize_service(values, "gpuhub-monitor", self.monitor_port)
         values["Chart"] = {"Name": "jupyterhub", "Version": "4.4.0"}
         values["Release"] = {"Name": self.release, "Namespace": self.namespace}
         values = relocate(values, self.root)
@@ -223,9 +230,8 @@ class ChartHub:
         for attempt in range(attempts):
             if attempt:
                 self.stop()
-                self.port, self.hub_port, self.proxy_api_port, self.jobs_port = (
-                    free_port() for _ in range(4)
-                )
+                self.port, self.hub_port, self.proxy_api_port = (free_port() for _ in range(3))
+                self.jobs_port, self.monitor_port = free_port(), free_port()
             self.install()
             try:
                 return self._start_once(timeout)
@@ -274,7 +280,12 @@ class ChartHub:
         wait_for_own_hub(
             self.hub,
             self.api,
-            {self.port: "proxy", self.hub_port: "hub", self.jobs_port: "jobs service"},
+            {
+                self.port: "proxy",
+                self.hub_port: "hub",
+                self.jobs_port: "jobs service",
+                self.monitor_port: "monitor service",
+            },
             lambda: self.log_since(offset),
             timeout,
             self.owns,

@@ -1,7 +1,8 @@
-"""gpuhub as shipped: the hub and the jobs service started from ``helm-values/gpuhub.yaml``
-+ ``gpu-cluster.yaml`` through z2jh's own ``jupyterhub_config.py`` (:mod:`charthub`), with
-the hub's ServiceAccount bound by exactly ``helm-values/manifests/rbac.yaml`` and z2jh's hub
-Role, against the test cluster with the real Kubeflow training operator.
+"""gpuhub as shipped: the hub with its jobs and monitor services started from
+``helm-values/gpuhub.yaml`` + ``gpu-cluster.yaml`` through z2jh's own
+``jupyterhub_config.py`` (:mod:`charthub`), with the hub's ServiceAccount bound by exactly
+``helm-values/manifests/rbac.yaml`` and z2jh's hub Role, against the test cluster with the
+real Kubeflow training operator.
 
 A user of group ``vision`` spawns a one-H100 server (real ``jupyterhub-singleuser`` on a
 process node); from that server, through the lab extension's server side (which calls the
@@ -370,3 +371,38 @@ def test_job_dialog_shows_the_clusters_free_gpus(alice_server: dict[str, Any]):
     # holds one of them
     assert types["h100"]["total"] in (4, 8)
     assert types["h100"]["free"] == types["h100"]["total"] - 1
+
+
+def test_shipped_monitor_sees_the_gpu_server_from_its_pod(
+    shipped_hub: ChartHub,
+    alice_server: dict[str, Any],
+    k8s_cluster: Cluster,
+    release_namespace: str,
+    h100_nodes: list[ProcessNode],
+):
+    """``gpuhub-monitor`` as shipped (its command, config file and role, the hub's account):
+    alice's server holds one H100, read from its pod, and the server's own token may ask
+    (the lab's server side).  Nothing measures utilisation here (no Prometheus is named in
+    the shipped YAML)."""
+    pod = server_pod(k8s_cluster, release_namespace)
+    (node,) = [n for n in h100_nodes if n.name == pod.spec.node_name]
+    (pid,) = node.pids(release_namespace, pod.metadata.name).values()
+    server_token = process_env(pid)["JUPYTERHUB_API_TOKEN"]
+    base = f"{shipped_hub.url}/services/gpuhub-monitor"
+
+    def mine() -> dict[str, Any] | None:
+        r = requests.get(f"{base}/api/servers", headers=auth(server_token), timeout=30)
+        if r.status_code == 404:  # the proxy route: added once the service runs
+            return None
+        assert r.status_code == 200, r.text
+        return next((s for s in r.json()["servers"] if s["server"] == ""), None)
+
+    deadline = time.monotonic() + 120
+    seen = mine()
+    while seen is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        seen = mine()
+    assert seen is not None, story(shipped_hub)
+    assert (seen["gpus"], seen["gpu_type"], seen["group"]) == (1, "h100", "vision")
+    assert seen["utilization"] is None and seen["warning"] is None
+    assert (shipped_hub.workdir / "gpuhub-monitor" / "state" / "usage.sqlite").is_file()

@@ -174,7 +174,7 @@ def test_idle_gpu_server_is_warned_then_stopped_busy_one_kept(
     assert 'gpuhub_idle_culls_total{action="stop",group="vision"} 1.0' in r.text
     assert 'gpuhub_gpus_allocated{gpu_type="a100",group="vision",kind="notebook"} 1.0' in r.text
     assert 'gpuhub_group_quota_gpus{group="vision"} 2.0' in r.text
-    assert 'gpuhub_jobs_queued{gpu_type="a100",group="vision"} 0.0' in r.text  # never queues
+    assert 'gpuhub_gpus_queued{gpu_type="a100",group="vision",kind="job"} 0.0' in r.text
     assert re.search(r'^gpuhub_gpu_idle_seconds_total\{group="vision"\} [1-9]', r.text, re.M)
     assert (
         requests.get(f"{mon.base}/metrics", headers=auth(tokens["bob"]), timeout=10).status_code

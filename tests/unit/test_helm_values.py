@@ -193,7 +193,11 @@ def test_jobs_service_and_roles():
         "scopes": ["read:users:name", "read:users:groups", "read:servers"],
         "services": ["gpuhub-jobs"],
     }
-    assert roles["user"]["scopes"] == ["self", "access:services!service=gpuhub-jobs"]
+    assert roles["user"]["scopes"] == [
+        "self",
+        "access:services!service=gpuhub-jobs",
+        "access:services!service=gpuhub-monitor",
+    ]
     assert (
         "access:services!service=gpuhub-jobs" in hub["config"]["KubeSpawner"]["server_token_scopes"]
     )
@@ -237,7 +241,7 @@ def test_embedded_gpuhub_yaml_parses():
 )
 def test_config_d_snippets_compile(values: str, key: str, f: dict[str, Any]):
     assert f["mountPath"].startswith("/usr/local/etc/jupyterhub/jupyterhub_config.d/") or (
-        f["mountPath"] == JOBS_CONFIG_PATH
+        f["mountPath"] in (JOBS_CONFIG_PATH, MONITOR_CONFIG_PATH)
     )
     compile(f["stringData"], f"helm-values/{values}.yaml:{key}", "exec")
 
@@ -333,6 +337,90 @@ def test_servers_reach_the_jobs_service():
         )
         for r in egress
     )
+
+
+MONITOR_CONFIG_PATH = "/usr/local/etc/gpuhub/monitor_config.py"
+
+
+def test_monitor_service_and_roles():
+    """``gpuhub-monitor`` runs in the hub pod beside ``gpuhub-jobs``: its command and own
+    config file, the embedded default's least-privilege scopes, users and their servers may
+    reach it, its port on the hub Service and through the NetworkPolicies."""
+    from gpuhub import hubconfig
+
+    v = load("gpuhub")
+    hub = v["hub"]
+    service = hub["services"]["gpuhub-monitor"]
+    assert service["command"] == [
+        "gpuhub-monitor",
+        f"--config={MONITOR_CONFIG_PATH}",
+        "--bind-url=http://0.0.0.0:8012",
+    ]
+    assert service["url"] == "http://hub:8012"
+    assert service["display"] is False
+    roles = hub["loadRoles"]
+    assert roles["gpuhub-monitor-service"]["scopes"] == hubconfig.MONITOR_SERVICE_SCOPES
+    assert roles["gpuhub-monitor-service"]["services"] == ["gpuhub-monitor"]
+    access = "access:services!service=gpuhub-monitor"
+    assert access in roles["user"]["scopes"]
+    assert access in hub["config"]["KubeSpawner"]["server_token_scopes"]
+    assert {"name": "gpuhub-monitor", "port": 8012, "targetPort": 8012} in hub["service"][
+        "extraPorts"
+    ]
+    assert any(
+        {"port": 8012, "protocol": "TCP"} in r["ports"] for r in hub["networkPolicy"]["ingress"]
+    )
+    egress = v["singleuser"]["networkPolicy"]["egress"]
+    assert any({"port": 8012, "protocol": "TCP"} in r["ports"] for r in egress)
+
+
+def monitor_config_file() -> str:
+    (f,) = [
+        f
+        for f in load("gpuhub")["hub"]["extraFiles"].values()
+        if f["mountPath"] == MONITOR_CONFIG_PATH
+    ]
+    return str(f["stringData"])
+
+
+def test_monitor_service_config_drives_the_real_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """``MonitorApp`` parses the shipped command line and file: GPU holdings from the
+    release namespace's pods, the history in the hub's volume."""
+    from gpuhub.monitor.app import MonitorApp
+    from gpuhub.monitor.kubeholdings import KubeHoldings
+
+    config = tmp_path / "monitor_config.py"
+    config.write_text(monitor_config_file())
+    argv = [
+        a.replace(MONITOR_CONFIG_PATH, str(config))
+        for a in load("gpuhub")["hub"]["services"]["gpuhub-monitor"]["command"][1:]
+    ]
+    monkeypatch.setenv("POD_NAMESPACE", "gpuhub-ns")
+    app = MonitorApp()
+    try:
+        app.initialize(argv)
+        assert app.holdings_class is KubeHoldings
+        assert app.bind_url == "http://0.0.0.0:8012"
+        assert app.data_dir == "/srv/jupyterhub/gpuhub-monitor"  # the hub's own volume
+        holdings = KubeHoldings(config=app.config)
+        assert holdings.watch_namespaces == ["gpuhub-ns"]
+    finally:
+        MonitorApp.clear_instance()
+
+
+def test_the_commented_prometheus_source_parses():
+    """The shipped YAML's commented ``monitor`` section, uncommented, is valid."""
+    text = load("gpuhub")["hub"]["extraFiles"]["gpuhub-yaml"]["stringData"]
+    lines = [ln for ln in text.splitlines() if ln.startswith("# ") and ":" in ln]
+    block = "\n".join(ln[2:] for ln in lines if ln[2:].startswith(("monitor", "  ")))
+    data = yaml.safe_load(text)
+    data["image_matrix"] = str(ROOT / "images" / "matrix.yaml")
+    data.update(yaml.safe_load(block))
+    cfg = parse_config(data, source="helm-values/gpuhub.yaml")
+    assert cfg.monitor.source == "prometheus"
+    assert cfg.monitor.prometheus_url and cfg.monitor.prometheus_url.startswith("http://")
 
 
 def test_kube_snippet_calls_configure_kube():

@@ -191,7 +191,7 @@ async def test_the_job_dialog_options_show_the_time_limit(watched, raw):
 
 
 async def test_a_job_over_the_quota_is_refused_not_queued(watched):
-    """Why ``gpuhub_jobs_queued`` is 0 on one machine: a job that does not fit is
+    """Why ``gpuhub_gpus_queued`` is 0 on one machine: a job that does not fit is
     refused at submit (the 403 names the holders), nothing is recorded or waits."""
     b = await watched()
     other = validate_job(

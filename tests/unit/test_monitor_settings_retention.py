@@ -8,7 +8,7 @@ import pytest
 
 from gpuhub.config import parse_config
 from gpuhub.errors import ConfigError
-from gpuhub.monitor.metrics import MetricsSnapshot, queued_on_one_machine, render
+from gpuhub.monitor.metrics import MetricsSnapshot, queued_series, render
 
 
 def test_retention_defaults_and_keys(raw: dict[str, Any]):
@@ -44,14 +44,12 @@ def test_bad_retention_names_the_key_and_the_fix(raw: dict[str, Any], monitor, e
 
 
 def test_nothing_is_queued_on_one_machine_and_the_metric_says_so(config):
-    queued = queued_on_one_machine(config)
-    assert queued == {
-        ("vision", "a100"): 0,
-        ("vision", "h100"): 0,
-        ("nlp", "a100"): 0,
-        ("nlp", "h100"): 0,
+    queued = queued_series(config, ())
+    assert set(queued.values()) == {0}
+    assert set(queued) == {
+        (g, t, k) for g in ("vision", "nlp") for t in ("a100", "h100") for k in ("job", "notebook")
     }
     text = render(MetricsSnapshot(queued=queued)).decode()
-    assert "# TYPE gpuhub_jobs_queued gauge" in text
-    assert 'gpuhub_jobs_queued{gpu_type="h100",group="nlp"} 0.0' in text
-    assert text.count("gpuhub_jobs_queued{") == 4
+    assert "# TYPE gpuhub_gpus_queued gauge" in text
+    assert 'gpuhub_gpus_queued{gpu_type="h100",group="nlp",kind="job"} 0.0' in text
+    assert text.count("gpuhub_gpus_queued{") == 8

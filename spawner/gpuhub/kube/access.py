@@ -20,11 +20,14 @@ VERBS = ("list", "watch")
 log = logging.getLogger(__name__)
 
 
-def needed_access(namespaces: Sequence[str]) -> list[tuple[str, str, str | None]]:
-    """``(verb, resource, namespace)`` the watches need; namespace ``None``: cluster-wide."""
+def needed_access(
+    namespaces: Sequence[str], nodes: bool = True
+) -> list[tuple[str, str, str | None]]:
+    """``(verb, resource, namespace)`` the watches need (``nodes``: the node watch too);
+    namespace ``None``: cluster-wide."""
     scopes: list[str | None] = list(namespaces) or [None]
     pods = [(verb, "pods", ns) for ns in scopes for verb in VERBS]
-    return [*pods, *((verb, "nodes", None) for verb in VERBS)]
+    return [*pods, *((verb, "nodes", None) for verb in VERBS if nodes)]
 
 
 def explain_missing(account: str, missing: Sequence[tuple[str, str, str | None]]) -> str:
@@ -41,8 +44,11 @@ def explain_missing(account: str, missing: Sequence[tuple[str, str, str | None]]
     )
 
 
-async def missing_access(api: Any, namespaces: Sequence[str]) -> list[tuple[str, str, str | None]]:
-    """The needed permissions that ``api`` (a ``kubernetes_asyncio`` ``ApiClient``) lacks."""
+async def missing_access(
+    api: Any, namespaces: Sequence[str], nodes: bool = True
+) -> list[tuple[str, str, str | None]]:
+    """The needed permissions that ``api`` (a ``kubernetes_asyncio`` ``ApiClient``) lacks
+    (``nodes``: including the node watch)."""
     from kubernetes_asyncio import client
 
     authz = client.AuthorizationV1Api(api)
@@ -55,7 +61,7 @@ async def missing_access(api: Any, namespaces: Sequence[str]) -> list[tuple[str,
         review = await authz.create_self_subject_access_review(body)
         return bool(review.status.allowed)
 
-    needed = needed_access(namespaces)
+    needed = needed_access(namespaces, nodes)
     answers = await asyncio.gather(*(allowed(*n) for n in needed))
     return [n for n, ok in zip(needed, answers, strict=True) if not ok]
 
@@ -80,17 +86,28 @@ def configured_scope(config: Mapping[str, Any]) -> list[str]:
     return [default_namespace()]
 
 
-async def check_hub_access(config: Mapping[str, Any]) -> str | None:
-    """The problem with the hub's access for ``config``'s watch scope, or ``None``."""
+async def load_client_configuration(kubeconfig: str = "") -> Any:
+    """A ``kubernetes_asyncio`` client ``Configuration``: from ``kubeconfig`` when given,
+    else the in-cluster service account, else ``$KUBECONFIG`` / ``~/.kube/config``."""
     from kubernetes_asyncio import client
     from kubernetes_asyncio import config as kconfig
 
     conf = client.Configuration()
+    if kubeconfig:
+        await kconfig.load_kube_config(kubeconfig, client_configuration=conf)
+        return conf
     try:
         kconfig.load_incluster_config(client_configuration=conf)  # type: ignore[no-untyped-call]
     except kconfig.ConfigException:
         await kconfig.load_kube_config(client_configuration=conf)
-    async with client.ApiClient(conf) as api:
+    return conf
+
+
+async def check_hub_access(config: Mapping[str, Any]) -> str | None:
+    """The problem with the hub's access for ``config``'s watch scope, or ``None``."""
+    from kubernetes_asyncio import client
+
+    async with client.ApiClient(await load_client_configuration()) as api:
         missing = await missing_access(api, configured_scope(config))
         if not missing:
             return None

@@ -65,7 +65,8 @@ def is_terminated(pod: dict[str, Any]) -> bool:
 
 def allocation_from_pod(pod: dict[str, Any]) -> Allocation | None:
     """The allocation a gpuhub-marked pod holds, or ``None`` (unmarked or terminated).
-    Pending and terminating pods still count: they hold (or will hold) their GPUs."""
+    Pending and terminating pods still count: they hold (or will hold) their GPUs.  Its
+    ``pods`` is the pod itself, its ``nodes`` the pod's node once scheduled."""
     meta = pod.get("metadata", {})
     labels = meta.get("labels") or {}
     ann = meta.get("annotations") or {}
@@ -78,8 +79,10 @@ def allocation_from_pod(pod: dict[str, Any]) -> Allocation | None:
     created = meta.get("creationTimestamp")
     since = datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None
     kind = labels.get(KIND, "notebook")
+    pod_name = f"{meta.get('namespace')}/{meta.get('name')}"
+    node = (pod.get("spec") or {}).get("nodeName")
     return Allocation(
-        key=ann.get(KEY) or f"pod:{meta.get('namespace')}/{meta.get('name')}",
+        key=ann.get(KEY) or f"pod:{pod_name}",
         user=ann.get(USER) or labels.get(USER, "?"),
         group=ann.get(GROUP) or labels.get(GROUP, "?"),
         gpu_type=labels.get(GPU_TYPE, "?"),
@@ -87,4 +90,6 @@ def allocation_from_pod(pod: dict[str, Any]) -> Allocation | None:
         kind="job" if kind == "job" else "notebook",
         since=since,
         pending=pod.get("status", {}).get("phase", "Pending") == "Pending",
+        pods=(pod_name,),
+        nodes=(node,) if node else (),
     )

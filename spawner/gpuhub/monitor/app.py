@@ -9,18 +9,21 @@ import contextlib
 import os
 import secrets
 import signal
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 from urllib.parse import urlparse
 
 from tornado import web
 from tornado.httpserver import HTTPServer
-from traitlets import Unicode, default
+from traitlets import Type, Unicode, default
 
 from ..activeconfig import active_config
+from ..errors import GpuhubError
 from ..serviceapp import HubServiceApp, run_service
 from .admin import AdminDesk
 from .handlers import NotFoundHandler, routes
 from .history import HistoryStore, history_path
+from .holdings import HoldingsSource
 from .hubapi import HubClient, JobsClient
 from .service import MonitorService
 
@@ -38,6 +41,7 @@ class MonitorApp(HubServiceApp):
     lock_file = LOCK_FILE
 
     aliases = {
+        "config": "MonitorApp.config_file",
         "gpuhub-config": "MonitorApp.gpuhub_config_file",
         "data-dir": "MonitorApp.data_dir",
         "bind-url": "MonitorApp.bind_url",
@@ -58,19 +62,47 @@ class MonitorApp(HubServiceApp):
     def _default_jobs_url(self) -> str:
         return os.environ.get(JOBS_URL_ENV, "")
 
+    config_file = Unicode(
+        "",
+        config=True,
+        help="""A traitlets Python config file for the service and its holdings (e.g.
+        ``c.MonitorApp.holdings_class = "gpuhub.monitor.kubeholdings.KubeHoldings"``).
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    holdings_class = Type(
+        default_value="gpuhub.monitor.holdings.LocalHoldings",
+        klass=HoldingsSource,
+        config=True,
+        help="""Where the GPU allocations are read:
+        ``gpuhub.monitor.holdings.LocalHoldings`` (the machine-wide ledger, the embedded
+        default) or ``gpuhub.monitor.kubeholdings.KubeHoldings`` (gpuhub's pods, from the
+        same cluster watch as the hub's ``GPUKubeSpawner``).  Any subclass of
+        :class:`gpuhub.monitor.holdings.HoldingsSource`.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    def initialize(self, argv: Any = None) -> None:
+        super().initialize(argv)
+        if self.config_file:
+            self.load_config_file(self.config_file)
+
     def make_app(self) -> tuple[web.Application, MonitorService]:
         from jupyterhub.services.auth import HubOAuth
 
-        from ..spawners.local import inventory, local_store
-
         active = active_config(self.gpuhub_config_file, self.log)
         hub_auth = HubOAuth(cache_max_age=self.auth_cache_max_age, parent=self)
+        cls = cast(type[HoldingsSource], self.holdings_class)
+        holdings = cls(parent=self, active=active, data_dir=Path(self.data_dir))
         service = MonitorService(
             active,
-            local_store(self.data_dir),
+            holdings,
             HistoryStore(history_path(self.data_dir)),
             HubClient(hub_auth.api_url, hub_auth.api_token),
-            lambda cfg: inventory(cfg).devices,
             self.log,
         )
         jobs = None
@@ -90,16 +122,26 @@ class MonitorApp(HubServiceApp):
         return app, service
 
     async def serve(self, app: web.Application, service: MonitorService) -> None:
-        url = urlparse(self.bind_url)
-        server = HTTPServer(app, xheaders=True, max_body_size=64 << 10)
-        server.listen(url.port or 80, url.hostname or "127.0.0.1")
-        self.log.info("gpuhub-monitor listening on %s%s", self.bind_url, self.service_prefix)
+        """Start the holdings (the cluster watch's first LIST), then listen and sample
+        until SIGTERM: a listening monitor knows what is held."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await service.run(stop)
-        server.stop()
+        try:
+            await service.holdings.start()
+        except GpuhubError as e:
+            self.log.critical("gpuhub-monitor not starting: %s", e)
+            raise SystemExit(1) from None
+        url = urlparse(self.bind_url)
+        server = HTTPServer(app, xheaders=True, max_body_size=64 << 10)
+        server.listen(url.port or 80, url.hostname or "127.0.0.1")
+        self.log.info("gpuhub-monitor listening on %s%s", self.bind_url, self.service_prefix)
+        try:
+            await service.run(stop)
+        finally:
+            server.stop()
+            await service.holdings.stop()
         with contextlib.suppress(Exception):
             await server.close_all_connections()
 
@@ -107,7 +149,7 @@ class MonitorApp(HubServiceApp):
         """Take the data directory's monitor lock (before the event loop: it blocks),
         then serve until SIGTERM."""
         self.hold_instance_lock()
-        app, service = self.make_app()  # opens the ledger (blocking): before the loop
+        app, service = self.make_app()  # may open the ledger (blocking): before the loop
         asyncio.run(self.serve(app, service))
 
 

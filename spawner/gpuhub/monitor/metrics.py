@@ -7,14 +7,14 @@ counters); labels are groups, GPU types, kinds and actions, never user names.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..model import GpuhubConfig
+from ..model import Allocation, GpuhubConfig
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -23,22 +23,34 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class MetricsSnapshot:
     allocated: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
     """GPUs held now by ``(group, gpu_type, kind)``."""
+    queued: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
+    """GPUs asked for and not yet held (Kubernetes: Pending pods) by
+    ``(group, gpu_type, kind)``."""
     quotas: Mapping[str, int] = field(default_factory=dict)
     """GPU quota by group."""
     seconds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     """All-time ``(held, idle)`` GPU-seconds by group."""
     culls: Mapping[tuple[str, str], int] = field(default_factory=dict)
     """Servers given back for idleness by ``(group, action)``."""
-    queued: Mapping[tuple[str, str], int] = field(default_factory=dict)
-    """Jobs waiting for GPUs by ``(group, gpu_type)``."""
 
 
-def queued_on_one_machine(cfg: GpuhubConfig) -> dict[tuple[str, str], int]:
-    """``gpuhub_jobs_queued`` of the embedded default: 0 for every group with a quota and
-    every GPU type.  Nothing waits on one machine: the jobs service reserves a job's GPUs
-    when it is submitted, or refuses it (403 naming who holds them), so no job is ever
-    queued; the series exist so that a dashboard shows 0, not "no data"."""
-    return {(q.group, t): 0 for q in cfg.quotas.groups for t in sorted(cfg.gpu_types)}
+def queued_series(
+    cfg: GpuhubConfig, queued: Iterable[Allocation]
+) -> dict[tuple[str, str, str], int]:
+    """``gpuhub_gpus_queued``: the GPUs of ``queued`` allocations (Kubernetes: Pending
+    pods) by ``(group, gpu_type, kind)``, with a 0 for every other group with a quota, GPU
+    type and kind, so that a dashboard shows 0, not "no data".  On one machine nothing
+    waits: a server or job gets its GPUs when it starts, or is refused (403 naming who
+    holds them), so every series is 0."""
+    out = {
+        (q.group, t, kind): 0
+        for q in cfg.quotas.groups
+        for t in sorted(cfg.gpu_types)
+        for kind in ("job", "notebook")
+    }
+    for a in queued:
+        out[(a.group, a.gpu_type, a.kind)] = out.get((a.group, a.gpu_type, a.kind), 0) + a.gpus
+    return out
 
 
 def families(s: MetricsSnapshot) -> list[Metric]:
@@ -49,6 +61,13 @@ def families(s: MetricsSnapshot) -> list[Metric]:
     )
     for (group, gpu_type, kind), n in sorted(s.allocated.items()):
         allocated.add_metric([group, gpu_type, kind], n)
+    queued = GaugeMetricFamily(
+        "gpuhub_gpus_queued",
+        "GPUs of servers and jobs waiting to be placed (Kubernetes: Pending pods)",
+        labels=["group", "gpu_type", "kind"],
+    )
+    for (group, gpu_type, kind), n in sorted(s.queued.items()):
+        queued.add_metric([group, gpu_type, kind], n)
     quota = GaugeMetricFamily("gpuhub_group_quota_gpus", "GPU quota of a group", labels=["group"])
     for group, n in sorted(s.quotas.items()):
         quota.add_metric([group], n)
@@ -70,12 +89,7 @@ def families(s: MetricsSnapshot) -> list[Metric]:
     )
     for (group, action), n in sorted(s.culls.items()):
         culls.add_metric([group, action], n)
-    queued = GaugeMetricFamily(
-        "gpuhub_jobs_queued", "Jobs waiting for GPUs", labels=["group", "gpu_type"]
-    )
-    for (group, gpu_type), n in sorted(s.queued.items()):
-        queued.add_metric([group, gpu_type], n)
-    return [allocated, quota, held, idle, culls, queued]
+    return [allocated, queued, quota, held, idle, culls]
 
 
 class _SnapshotCollector(Collector):

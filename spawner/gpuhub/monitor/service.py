@@ -1,7 +1,8 @@
-"""The monitor's work, one sample at a time: read every GPU allocation from the
-machine-wide ledger, sample it, advance the idle clocks, record the history, and give
-back the servers whose time is up through the hub (their GPUs are then freed by the
-spawner's normal stop).  Blocking steps (ledger, NVML, SQLite) run in threads."""
+"""The monitor's work, one sample at a time: read every GPU allocation from the holdings
+(the machine-wide ledger, or the cluster's pods), sample it, advance the idle clocks,
+record the history, and give back the servers whose time is up through the hub (their
+GPUs are then freed by the spawner's normal stop).  Blocking steps (ledger, NVML,
+Prometheus, SQLite) run in threads."""
 
 from __future__ import annotations
 
@@ -9,18 +10,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..activeconfig import ActiveConfig
 from ..errors import GpuhubError
 from ..ledger import Device
-from ..localstate import LocalLedgerStore
 from ..model import Allocation, GpuhubConfig, MonitorConfig
 from .history import HistoryStore
+from .holdings import Holdings, HoldingsSource
 from .hubapi import HubClient
-from .metrics import MetricsSnapshot, queued_on_one_machine
+from .metrics import MetricsSnapshot, queued_series
 from .nvml import NvmlSource
 from .sources import DeviceSample, ReplaySource, Source, SourceUnavailable
 from .state import Held, HubServer, Monitor
@@ -29,6 +30,10 @@ from .state import Held, HubServer, Monitor
 def open_source(cfg: MonitorConfig) -> Source | None:
     """The configured source; ``None`` for ``auto`` without NVML.  Raises
     :class:`SourceUnavailable` when the configured one cannot be opened."""
+    if cfg.source == "prometheus" and cfg.prometheus_url:
+        from .prometheus import PrometheusSource
+
+        return PrometheusSource(cfg.prometheus_url)
     if cfg.source == "replay":
         if cfg.replay_trace is None:
             raise SourceUnavailable("monitor.source is replay but monitor.replay_trace is unset")
@@ -66,23 +71,22 @@ class Culled:
 
 
 class MonitorService:
-    """``devices``: the inventory for a config (NVML UUIDs by index)."""
+    """``holdings``: where the GPU allocations are read (started by the app)."""
 
     def __init__(
         self,
         active: ActiveConfig,
-        store: LocalLedgerStore,
+        holdings: HoldingsSource,
         history: HistoryStore,
         hub: HubClient,
-        devices: Callable[[GpuhubConfig], Sequence[Device]],
         log: logging.Logger,
     ) -> None:
         self.active = active
-        self.store = store
+        self.holdings = holdings
         self.history = history
         self.hub = hub
-        self.devices = devices
         self.log = log
+        self.queued: tuple[Allocation, ...] = ()
         self.monitor = Monitor()
         self.culling: set[str] = set()
         self.culled: dict[str, list[Culled]] = {}
@@ -118,21 +122,20 @@ class MonitorService:
             await asyncio.wait([task], timeout=5)
 
     def _sample(
-        self, cfg: GpuhubConfig, now: float
-    ) -> tuple[list[Allocation], dict[str, tuple[DeviceSample, ...]]]:
-        """The ledger's GPU allocations and their samples (blocking: ledger file, NVML)."""
-        units = self.store.units()
-        allocs = [u.alloc for u in units.values() if u.alloc is not None and u.alloc.gpus > 0]
+        self, cfg: GpuhubConfig, holdings: Holdings, now: float
+    ) -> dict[str, tuple[DeviceSample, ...]]:
+        """The samples of the allocations held (blocking: NVML, Prometheus)."""
         source = self.source(cfg.monitor)
         if source is None:
-            return allocs, {}
-        devices = {d.index: d for d in self.devices(cfg)}
-        return allocs, read_all(source, allocs, devices, now)
+            return {}
+        return read_all(source, holdings.held, holdings.devices, now)
 
     async def tick(self) -> None:
         cfg = self.active.get()
         now = time.time()
-        allocs, samples = await asyncio.to_thread(self._sample, cfg, now)
+        holdings = await self.holdings.read(cfg)
+        allocs, self.queued = list(holdings.held), holdings.queued
+        samples = await asyncio.to_thread(self._sample, cfg, holdings, now)
         try:
             servers = await self.hub.servers()
         except GpuhubError as e:
@@ -161,10 +164,10 @@ class MonitorService:
         seconds, culls = await asyncio.to_thread(self.history.counters)
         self.metrics = MetricsSnapshot(
             allocated=dict(self.monitor.allocated()),
+            queued=queued_series(cfg, self.queued),
             quotas={q.group: q.gpus for q in cfg.quotas.groups},
             seconds=seconds,
             culls=culls,
-            queued=queued_on_one_machine(cfg),
         )
 
     async def _cull(self, held: Held, cfg: GpuhubConfig) -> None:

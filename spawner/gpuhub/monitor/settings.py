@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from ..model import GpuhubConfig, IdleCulling, MonitorConfig
@@ -35,8 +36,9 @@ MONITOR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        "source": {"enum": ["auto", "nvml", "replay"]},
+        "source": {"enum": ["auto", "nvml", "replay", "prometheus"]},
         "replay_trace": {"type": "string", "minLength": 1},
+        "prometheus_url": {"type": "string", "minLength": 1},
         "sample_seconds": {"type": "number", "exclusiveMinimum": 0},
         "idle_threshold_percent": _percent,
         "history_days": {"type": "number", "minimum": 1},
@@ -92,11 +94,43 @@ def monitor_from(d: Mapping[str, Any], source: str, base_dir: Path) -> MonitorCo
     return MonitorConfig(
         source=kind,
         replay_trace=trace,
+        prometheus_url=prometheus_url_from(d, source),
         sample_seconds=float(d.get("sample_seconds", 30)),
         idle_threshold_percent=float(d.get("idle_threshold_percent", 5)),
         history_days=days,
         history_max_days=max_days,
     )
+
+
+def prometheus_url_from(d: Mapping[str, Any], source: str) -> str | None:
+    """``monitor.prometheus_url``: an ``http(s)://`` URL, required by (and only used with)
+    ``source: prometheus``."""
+    url, kind = d.get("prometheus_url"), d.get("source", "auto")
+    where = f"{source}: monitor.prometheus_url"
+    if kind == "prometheus" and url is None:
+        raise ConfigError(
+            where,
+            "monitor.source is prometheus but no Prometheus is named",
+            "set monitor.prometheus_url to the Prometheus that scrapes the DCGM exporter "
+            "(e.g. http://prometheus-server.monitoring), see docs/monitoring.md",
+        )
+    if url is None:
+        return None
+    if kind != "prometheus":
+        raise ConfigError(
+            where,
+            f"prometheus_url is only read with source: prometheus (source is {kind})",
+            "set monitor.source: prometheus, or remove prometheus_url",
+        )
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+        raise ConfigError(
+            where,
+            f"{url!r} is not an http(s) URL of a Prometheus",
+            "use the base URL Prometheus answers its HTTP API under, e.g. "
+            "http://prometheus-server.monitoring:80 (no query string)",
+        )
+    return str(url)
 
 
 def check_idle_culling(config: GpuhubConfig) -> None:

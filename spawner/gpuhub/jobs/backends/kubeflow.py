@@ -27,6 +27,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from traitlets import Bool, Dict, Enum, Integer, List, TraitError, Unicode, default, validate
 
 from ...errors import GpuhubError, OptionError
+from ...kube.access import load_client_configuration
 from ...kube.clusterview import ClusterView, cluster_view
 from ...kube.objects import expand_user_template
 from ...ledger import Ledger
@@ -229,17 +230,9 @@ class KubeflowJobBackend(JobBackend):
 
     async def _client(self) -> Any:
         if self._api is None:
-            from kubernetes_asyncio import client, config
+            from kubernetes_asyncio import client
 
-            conf = client.Configuration()
-            if self.kubeconfig:
-                await config.load_kube_config(self.kubeconfig, client_configuration=conf)
-            else:
-                try:
-                    config.load_incluster_config(client_configuration=conf)
-                except config.ConfigException:
-                    await config.load_kube_config(client_configuration=conf)
-            self._api = client.ApiClient(conf)
+            self._api = client.ApiClient(await load_client_configuration(self.kubeconfig))
         return self._api
 
     async def recover(self) -> None:
