@@ -86,6 +86,7 @@ DOCKER_CLI = "/usr/bin/docker"  # Debian's docker.io client: BuildKit without bu
 DAEMON_START_S = 120.0
 DAEMON_STOP_S = 60.0
 LAB_START_S = 300.0
+CHECK_HOSTNAME = "gpuhub-check"
 
 
 # --- pure: where things live, what to run ---------------------------------------------
@@ -459,12 +460,16 @@ class Dockerd:
         self.docker(*build_command(build))
         return time.monotonic() - started
 
-    def run(
-        self, tag: str, *command: str, network: str = "none"
-    ) -> subprocess.CompletedProcess[str]:
+    def run(self, tag: str, *command: str) -> subprocess.CompletedProcess[str]:
+        """``command`` in a container without a network (loopback only).
+
+        Its hostname resolves to 127.0.0.1, as a pod's does: ``torchrun --standalone``
+        looks it up, and without a network there is no DNS to wait for."""
         return self.docker(
-            "run", "--rm", "--network", network, tag, *command, check=False, capture=True
-        )
+            "run", "--rm", "--network", "none", "--hostname", CHECK_HOSTNAME,
+            "--add-host", f"{CHECK_HOSTNAME}:127.0.0.1", tag, *command,
+            check=False, capture=True,
+        )  # fmt: skip
 
     def probe(self, tag: str) -> dict[str, Any]:
         proc = self.run(tag, "python3", "-c", PROBE)
@@ -531,8 +536,14 @@ def wait_for_lab(port: int, token: str, alive: Any) -> dict[str, Any]:
         if time.monotonic() > deadline:
             raise RuntimeError(f"JupyterLab did not answer on port {port} in {LAB_START_S:.0f} s")
         time.sleep(0.5)
+    _, api = _get(port, "/api")  # the server's version; no token needed
     lab_status, lab_body = _get(port, f"/lab?token={token}")
-    return {"api_status": json.loads(body), "lab_status": lab_status, "lab_page": lab_body}
+    return {
+        "api_status": json.loads(body),
+        "version": json.loads(api).get("version", ""),
+        "lab_status": lab_status,
+        "lab_page": lab_body,
+    }
 
 
 def image_size(d: Dockerd, tag: str) -> int:
@@ -560,11 +571,12 @@ def check_singleuser(d: Dockerd, build: Build) -> dict[str, Any]:
     lab = d.lab_answers(build.tag)
     if lab["lab_status"] != 200 or "JupyterLab" not in lab["lab_page"]:
         problems.append(f"JupyterLab's /lab answered {lab['lab_status']}")
-    summary = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    last = out.strip().splitlines()[-1] if out.strip() else ""
+    summary = json.loads(last) if last.startswith("{") else {}
     return {
         "probe": probe,
         "smoke": {k: summary.get(k) for k in ("ok", "passed", "failed", "skipped")},
-        "lab_version": lab["api_status"].get("version", ""),
+        "lab_version": lab["version"],
         "problems": problems,
     }
 
@@ -592,10 +604,15 @@ def main(argv: list[str] | None = None) -> int:
         d.import_base(paths)
         for b in builds:
             _log(f"build {b.name} -> {b.tag}")
-            seconds = d.build(b)
+            try:
+                seconds = d.build(b)
+            except subprocess.CalledProcessError:
+                report.builds[b.name] = {"tag": b.tag, "failed": True}
+                failed = True
+                break
             report.builds[b.name] = {"tag": b.tag, "seconds": round(seconds, 1)}
             report.builds[b.name]["size"] = image_size(d, b.tag)
-        if not args.no_check:
+        if not args.no_check and not failed:
             for b in builds:
                 if b.singleuser:
                     _log(f"check {b.tag}")
