@@ -186,6 +186,22 @@ def dockerd_command(paths: Paths) -> list[str]:
     ]
 
 
+def mounts_under(mountinfo: str, root: Path) -> list[str]:
+    """Mount points below ``root`` in ``/proc/self/mountinfo`` text, deepest first.
+
+    dockerd leaves ``<exec-root>/netns/default`` (an nsfs bind of the host's network
+    namespace) mounted when it stops; the script unmounts what is left under its roots."""
+    prefix = str(root).rstrip("/") + "/"
+    points = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4:
+            point = fields[4].replace("\\040", " ")
+            if point.startswith(prefix):
+                points.append(point)
+    return sorted(set(points), key=lambda p: (-p.count("/"), p))
+
+
 @dataclass(frozen=True)
 class Build:
     """One ``docker build``: a production Dockerfile with local build args."""
@@ -401,7 +417,8 @@ class Dockerd:
             time.sleep(0.5)
 
     def stop(self) -> None:
-        """SIGTERM to our dockerd (it stops its containerd and containers), then wait."""
+        """SIGTERM to our dockerd (it stops its containerd and containers), wait, unmount
+        what it left under its roots (its netns/default)."""
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(signal.SIGTERM)
@@ -410,6 +427,10 @@ class Dockerd:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        mountinfo = Path("/proc/self/mountinfo").read_text(encoding="utf-8")
+        for root in (self.paths.exec_root, self.paths.data_root):
+            for point in mounts_under(mountinfo, root):
+                subprocess.run(["umount", point], check=False)
 
     def __enter__(self) -> Dockerd:
         self.start()
@@ -612,6 +633,8 @@ def main(argv: list[str] | None = None) -> int:
                 break
             report.builds[b.name] = {"tag": b.tag, "seconds": round(seconds, 1)}
             report.builds[b.name]["size"] = image_size(d, b.tag)
+        # images a rebuild replaced would otherwise pile up in the data root
+        d.docker("image", "prune", "--force", capture=True)
         if not args.no_check and not failed:
             for b in builds:
                 if b.singleuser:

@@ -12,6 +12,8 @@ from imagekit import CUDA_TARGET, TARGETS, build
 
 
 def _missing() -> str | None:
+    if os.environ.get("GPUHUB_IMAGES_REQUIRED") != "1" and os.environ.get("GPUHUB_IMAGES") != "1":
+        return "opt-in (multi-GB builds): scripts/test images, or GPUHUB_IMAGES=1"
     if os.geteuid() != 0:
         return "the images tier runs dockerd and debootstrap: run it as root"
     for tool in ("debootstrap", "dockerd"):

@@ -185,3 +185,22 @@ def test_probe_refuses_root_and_a_missing_singleuser(probe: dict[str, Any]) -> N
         "jupyterhub-singleuser is not on PATH",
     ]
     assert build.probe_problems({**probe, "lab": None}) == ["jupyter-lab is not on PATH"]
+
+
+def test_mounts_left_under_the_daemon_roots_are_found(tmp_path: Path) -> None:
+    root = tmp_path / "images" / "docker-exec"
+    mountinfo = "\n".join(
+        [
+            "22 1 0:21 / / rw,relatime - overlay overlay rw",
+            f"901 22 0:4 net:[4026531840] {root}/netns/default rw shared:1 - nsfs nsfs rw",
+            f"902 22 0:50 / {root}/a rw - tmpfs tmpfs rw",
+            f"903 902 0:51 / {root}/a/b rw - tmpfs tmpfs rw",
+            f"904 22 0:52 / {root}-other/x rw - tmpfs tmpfs rw",
+            "905 22 0:53 / /var/lib/docker/netns/default rw - nsfs nsfs rw",
+        ]
+    )
+    assert build.mounts_under(mountinfo, root) == [
+        f"{root}/a/b",
+        f"{root}/netns/default",
+        f"{root}/a",
+    ]
