@@ -69,7 +69,7 @@ target "pytorch-2_11-cu130" {
     FRAMEWORK                    = "pytorch"
     FRAMEWORK_VERSION            = "2.11.0"
     CUDA_VERSION                 = "13.0"
-    CUDNN_VERSION                = "9.17"
+    CUDNN_VERSION                = "9.19"
     NCCL_VERSION                 = "2.28"
     PYTHON_VERSION               = "3.12"
     MIN_DRIVER                   = "580.65.06"

@@ -112,3 +112,22 @@ gpuhub_lab_extension() {
     touch "$marker"
   fi
 }
+
+# gpuhub_images [TARGET...]: gpuhub's images built for real by images/build.py (a Debian base
+# made with debootstrap, a private dockerd started and stopped by the script, nothing
+# pulled), cached under $GPUHUB_CACHE/images.  Installs docker.io and debootstrap (Debian
+# packages) when missing.  Needs root (dockerd, debootstrap).
+gpuhub_images_tools() {
+  local missing=()
+  command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+  command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "$(id -u)" = 0 ] || { _gpuhub_log "images: run as root (dockerd, debootstrap)"; return 1; }
+  _gpuhub_log "installing ${missing[*]} (Debian packages)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+gpuhub_images() {
+  gpuhub_images_tools
+  python "$GPUHUB_ROOT/images/build.py" ${1:+--targets "$@"}
+}

