@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import http.client
 import json
 import os
@@ -125,6 +126,10 @@ class Paths:
     @property
     def log(self) -> Path:
         return self.root / "dockerd.log"
+
+    @property
+    def lockfile(self) -> Path:
+        return self.root / "dockerd.lock"
 
     @property
     def report(self) -> Path:
@@ -385,8 +390,37 @@ class Dockerd:
         self.proc: subprocess.Popen[bytes] | None = None
         self.env = {**os.environ, "DOCKER_HOST": f"unix://{paths.socket}", "DOCKER_BUILDKIT": "1"}
         self.cli = DOCKER_CLI if Path(DOCKER_CLI).exists() else "docker"
+        self.lock: Any = None
+
+    def _take_lock(self) -> None:
+        """One daemon per data root: a second build (or test run) on the same cache
+        waits for the first to stop its daemon instead of failing."""
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        self.lock = self.paths.lockfile.open("a")
+        try:
+            fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(
+                f"[images] another build uses {self.paths.data_root}; waiting for it to end",
+                file=sys.stderr,
+                flush=True,
+            )
+            fcntl.flock(self.lock, fcntl.LOCK_EX)
+
+    def _release_lock(self) -> None:
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
 
     def start(self) -> None:
+        self._take_lock()
+        try:
+            self._start()
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _start(self) -> None:
         if self.paths.pidfile.exists():
             old = self.paths.pidfile.read_text().strip()
             if old.isdigit() and Path(f"/proc/{old}").exists():
@@ -419,6 +453,12 @@ class Dockerd:
     def stop(self) -> None:
         """SIGTERM to our dockerd (it stops its containerd and containers), wait, unmount
         what it left under its roots (its netns/default)."""
+        try:
+            self._stop()
+        finally:
+            self._release_lock()
+
+    def _stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(signal.SIGTERM)
