@@ -117,13 +117,20 @@ def unexpected_hub_errors(hub: Hub) -> list[str]:
 
 
 def exception_line(block: str) -> str:
-    """The exception a logged traceback ends with: the first unindented line after the
-    block's last ``Traceback`` header ("" when the block holds no traceback)."""
+    """The exception a logged traceback ends with: the first line after the block's last
+    ``Traceback`` header that is indented no deeper than that header ("" when the block
+    holds no traceback).  Tornado's log formatter indents every line of a record after
+    the first, so the header and the exception line share an indent, frames go deeper."""
     lines = block.splitlines()
-    starts = [i for i, ln in enumerate(lines) if ln.startswith("Traceback (most recent call")]
+    starts = [i for i, ln in enumerate(lines) if ln.lstrip().startswith("Traceback (most recent")]
     if not starts:
         return ""
-    return next((ln for ln in lines[starts[-1] + 1 :] if ln and not ln[0].isspace()), "")
+    header = lines[starts[-1]]
+    indent = len(header) - len(header.lstrip())
+    for ln in lines[starts[-1] + 1 :]:
+        if ln.strip() and len(ln) - len(ln.lstrip()) <= indent:
+            return ln.strip()
+    return ""
 
 
 @pytest.mark.timeout(2400)  # 20 hub restarts and 40 spawns on a busy machine
@@ -268,3 +275,30 @@ def test_storm_with_hub_crashes(hub: Hub):
     assert not errors, f"{outcomes}\n" + "\n----\n".join(errors)
     assert outcomes["spawn 403"] > 0 and any(k.startswith("spawn 20") for k in outcomes)
     assert any(k in outcomes for k in ("job 201", "job 200")), outcomes
+
+
+def test_exception_line_reads_the_hub_log_format():
+    """The hub logs through tornado's formatter (continuation lines indented): the
+    exception line must be found there, and a frame line must never be taken for it."""
+    import io
+    import logging
+
+    from tornado.log import LogFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(LogFormatter(color=False))
+    log = logging.getLogger("gpuhub-test-exception-line")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        raise RuntimeError("u4 pending check")
+    except RuntimeError:
+        log.error("Uncaught exception DELETE /hub/api/users/u4/server", exc_info=True)
+    finally:
+        log.removeHandler(handler)
+    text = stream.getvalue()
+    assert "\n    Traceback (most recent call last):" in text, text
+    block = text.split("Uncaught exception")[1]
+    assert exception_line(block) == "RuntimeError: u4 pending check"
+    assert exception_line("no traceback here") == ""
