@@ -123,3 +123,15 @@ def test_an_unreadable_file_means_nothing_saved(tmp_path):
     path.write_text(json.dumps({"alice": "profile gpu", "bob": {"profile": "cpu"}}))
     store = SavedOptions(path)
     assert (store.get("alice"), store.get("bob")) == (None, {"profile": "cpu"})
+
+
+def test_a_job_takes_the_image_of_the_server_whose_token_calls():
+    from gpuhub.jobs.service import calling_server
+
+    own = ["access:servers!server=alice/train", "read:users:name!user=alice"]
+    assert calling_server(own, "alice") == "train"
+    assert calling_server(["access:servers!server=alice/"], "alice") == ""
+    # a personal token (every server of the user) or another user's server: the default
+    assert calling_server(["access:servers!user=alice"], "alice") == ""
+    assert calling_server(["access:servers!server=bob/x"], "alice") == ""
+    assert calling_server(None, "alice") == ""
