@@ -12,6 +12,7 @@ import jinja2
 
 from .model import GpuhubConfig, Profile
 from .profiles import OPTION_KEYS, chargeable_groups, default_profile, visible_profiles
+from .startoptions import SAVE_KEY, describe
 
 
 @cache
@@ -33,9 +34,11 @@ def render_form(
     avail: Mapping[str, Any],
     previous: Mapping[str, Any] | None = None,
     notice: str = "",
+    saved: Mapping[str, Any] | None = None,
 ) -> str:
     """HTML of the form for a member of ``groups``; ``previous`` pre-selects a profile;
-    ``notice`` is shown above the profiles (e.g. why the last server ended)."""
+    ``notice`` is shown above the profiles (e.g. why the last server ended); ``saved``
+    is the user's saved default for VS Code and API starts, shown beside its checkbox."""
     visible = visible_profiles(config, groups)
     by_slug = {p["slug"]: p for p in avail.get("profiles", [])}
     prev_slug = (previous or {}).get("profile")
@@ -48,6 +51,8 @@ def render_form(
             profiles=profiles,
             selected=chosen.slug if chosen else "",
             notice=notice,
+            save_key=SAVE_KEY,
+            saved=describe(saved) if saved else "",
             data_json=jinja2.utils.markupsafe.Markup(_json_for_script(avail)),
         )
     )
@@ -76,10 +81,14 @@ def options_from_form(formdata: Mapping[str, list[str]]) -> dict[str, str]:
 
     Only the chosen profile's fields are read; a field left empty (the group's "first
     group with room") is left out, never sent as ``""`` (which validation refuses).
-    Values are *not* trusted here: the spawner validates them in ``start()``.
+    The "Use these options for VS Code and API starts" checkbox adds
+    :data:`~gpuhub.startoptions.SAVE_KEY`.  Values are *not* trusted here: the spawner
+    validates them in ``start()``.
     """
     profile = (formdata.get("profile") or [""])[0]
     options = {"profile": profile} if profile else {}
+    if profile and (formdata.get(SAVE_KEY) or [""])[0] == "on":
+        options[SAVE_KEY] = "on"
     for key in OPTION_KEYS:
         if key == "profile" or not profile:
             continue

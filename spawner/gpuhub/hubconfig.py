@@ -46,6 +46,9 @@ one an admin stops from the GPU page) and start it again on CPU, read a user's g
 :data:`~gpuhub.scopes.JOBS_CANCEL_ANY` (the page's cancel).  Nothing else."""
 
 
+NAMED_SERVER_LIMIT = 3
+"""Named servers a user may have besides the default one (embedded default)."""
+
 AUTHENTICATOR = "gpuhub.auth.GpuhubAuthenticator"
 """The embedded default's authenticator, by import path (also registered as the entry
 point ``gpuhub-firstuse``; the import path works before the package's metadata is
@@ -90,6 +93,10 @@ def embedded_config(
     c.JupyterHub.pid_file = str(data_dir / PID_FILE)
     # servers outlive the hub (a restart or an upgrade never stops anyone's work)
     c.JupyterHub.cleanup_servers = False
+    # a CPU server and a GPU server side by side, each reachable from VS Code; GPUs are
+    # charged per server, and each server's memory and CPU are its profile's limits
+    c.JupyterHub.allow_named_servers = True
+    c.JupyterHub.named_server_limit_per_user = NAMED_SERVER_LIMIT
     c.ConfigurableHTTPProxy.pid_file = str(data_dir / "proxy.pid")
     c.JupyterHub.authenticator_class = AUTHENTICATOR
     c.GpuhubAuthenticator.gpuhub_config_file = str(config_path)

@@ -320,25 +320,32 @@ class Hub:
         r.raise_for_status()
         return dict(r.json())
 
-    def wait_ready(self, user: str, token: str, timeout: float = 60) -> dict[str, Any]:
+    def wait_ready(
+        self, user: str, token: str, timeout: float = 60, name: str = ""
+    ) -> dict[str, Any]:
+        """The model of ``user``'s server ``name`` (default: the default server) once it
+        is ready, asked every 0.2 s as the VS Code extension asks every second."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            server = self.user_model(user, token)["servers"].get("")
+            server = self.user_model(user, token)["servers"].get(name)
             if server and server.get("ready"):
                 return dict(server)
             time.sleep(0.2)
-        raise TimeoutError(f"{user}'s server not ready in {timeout}s:\n{self.log_tail()}")
+        raise TimeoutError(f"{user}'s server {name!r} not ready in {timeout}s:\n{self.log_tail()}")
 
-    def server_pid(self, user: str, admin_token: str) -> int:
+    def server_pid(self, user: str, admin_token: str, name: str = "") -> int:
         r = requests.get(f"{self.api}/users/{user}", headers=auth(admin_token), timeout=10)
-        return int(r.json()["servers"][""]["state"]["pid"])
+        return int(r.json()["servers"][name]["state"]["pid"])
 
-    def stop_server(self, user: str, token: str, timeout: float = 30) -> None:
-        r = requests.delete(f"{self.api}/users/{user}/server", headers=auth(token), timeout=timeout)
+    def server_path(self, user: str, name: str = "") -> str:
+        return f"{self.api}/users/{user}/server" + (f"s/{name}" if name else "")
+
+    def stop_server(self, user: str, token: str, timeout: float = 30, name: str = "") -> None:
+        r = requests.delete(self.server_path(user, name), headers=auth(token), timeout=timeout)
         assert r.status_code in (202, 204), r.text
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "" not in self.user_model(user, token)["servers"]:
+            if name not in self.user_model(user, token)["servers"]:
                 return
             time.sleep(0.2)
 

@@ -23,7 +23,7 @@ import pytest
 import requests
 from test_gpu_idle_culling import hours, wait_for
 from test_jobs_local import WAIT, Jobs, torch_missing, wait_for_service
-from test_local_hub import ledger_keys, login, spawn
+from test_local_hub import ledger_keys, login
 
 from hubproc import Hub, auth, process_env
 from localconfig import CONFIG
@@ -31,10 +31,10 @@ from localconfig import CONFIG
 pytestmark = pytest.mark.integration
 
 PAGE = "/services/gpuhub-monitor/"
-# alice's GPU idles, bob's trains, carol's job runs at 50 %
+# alice's GPU idles, bob's (on his named server "train") trains, carol's job runs at 50 %
 TRACE = [
     {"key": "server:alice/", "t": 0, "util": 0, "memory_mib": 500},
-    {"key": "server:bob/", "t": 0, "util": 85, "memory_mib": 30000},
+    {"key": "server:bob/train", "t": 0, "util": 85, "memory_mib": 30000},
     {"key": "*", "t": 0, "util": 50},
 ]
 
@@ -106,20 +106,24 @@ def test_admin_page_lists_holders_stops_a_server_cancels_a_job(admin_hub: Hub):
     hub = admin_hub
     url = f"{hub.url}{PAGE}"
     tokens = {u: hub.token(u) for u in ("alice", "bob")}
-    for user in tokens:
-        assert spawn(hub, user, tokens[user], {"profile": "gpu", "gpus": 1}).status_code in (
-            201,
-            202,
-        )
+    names = {"alice": "", "bob": "train"}
     for user, token in tokens.items():
-        hub.wait_ready(user, token)
+        r = requests.post(
+            hub.server_path(user, names[user]),
+            json={"profile": "gpu", "gpus": 1},
+            headers=auth(token),
+            timeout=60,
+        )
+        assert r.status_code in (201, 202), r.text
+    for user, token in tokens.items():
+        hub.wait_ready(user, token, name=names[user])
     carol = Jobs(hub, "carol")
     r = carol.submit(WAIT, args=["gpu"], workers=1, gpus_per_worker=1, gpu_type="a100")
     assert r.status_code == 201, r.text
     job = r.json()
     job_key = f"job:{job['id']}"
     held = ledger_keys(hub)
-    assert set(held) == {"server:alice/", "server:bob/", job_key}
+    assert set(held) == {"server:alice/", "server:bob/train", job_key}
 
     # the admin logs in to the hub; the page completes the hub's OAuth by itself
     admin = login(hub, "admin", hub.admin_password)
@@ -137,14 +141,21 @@ def test_admin_page_lists_holders_stops_a_server_cancels_a_job(admin_hub: Hub):
 
     page = wait_for("every holder measured, alice warned", page_with_all_measured, hub)
     holders = rows(page, "data-key")
-    alice, bob, job_row = holders["server:alice/"], holders["server:bob/"], holders[job_key]
+    alice, bob, job_row = holders["server:alice/"], holders["server:bob/train"], holders[job_key]
     # user, server or job, kind, group, type, GPUs, where, since, now, hour, idle, warned
     assert alice[:6] == ["alice", "default server", "notebook", "vision", "A100", "1"]
-    for row, key in ((alice, "server:alice/"), (bob, "server:bob/"), (job_row, job_key)):
+    for row, key in ((alice, "server:alice/"), (bob, "server:bob/train"), (job_row, job_key)):
         assert row[6] == "GPU " + ", ".join(str(i) for i in held[key])
     assert (alice[8], alice[9]) == ("0%", "0%")
     assert float(alice[10]) > 0 and alice[11].startswith("stop at ")
-    assert (bob[0], bob[8], bob[9], bob[10], bob[11]) == ("bob", "85%", "85%", "0.0", "")
+    assert (bob[0], bob[1], bob[8], bob[9], bob[10], bob[11]) == (
+        "bob",
+        "train",
+        "85%",
+        "85%",
+        "0.0",
+        "",
+    )
     assert job_row[:6] == ["carol", f"job {job['id']}", "job", "nlp", "A100", "1"]
     assert (job_row[8], job_row[9], job_row[10], job_row[11]) == ("50%", "50%", "—", "")
     assert (alice[12], job_row[12]) == ("Stop", "Cancel")
@@ -210,7 +221,17 @@ def test_admin_page_lists_holders_stops_a_server_cancels_a_job(admin_hub: Hub):
         hub,
     )
     wait_for("alice's GPU freed", lambda: "server:alice/" not in ledger_keys(hub), hub)
-    assert "" in hub.user_model("bob", tokens["bob"])["servers"]
+    assert "train" in hub.user_model("bob", tokens["bob"])["servers"]
+
+    # the admin stops bob's named server: that server alone
+    r = admin.post(
+        f"{url}admin/stop",
+        data={"_xsrf": xsrf(page), "user": "bob", "server": "train"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    wait_for("bob's GPU freed", lambda: "server:bob/train" not in ledger_keys(hub), hub)
+    assert "train" not in hub.user_model("bob", tokens["bob"])["servers"]
 
     # the admin cancels carol's job through the jobs service
     r = admin.post(f"{url}admin/cancel", data={"_xsrf": xsrf(page), "job": job["id"]}, timeout=30)

@@ -23,7 +23,7 @@ import pytest
 import requests
 from test_local_hub import ledger_keys, login, spawn
 
-from hubproc import Hub, auth
+from hubproc import Hub, auth, process_env
 from localconfig import CONFIG
 
 pytestmark = pytest.mark.integration
@@ -397,6 +397,28 @@ def test_dialog_and_form_show_the_same_quota_left_per_type(jobs_hub: Hub):
     assert form[("h100", "nlp")] == 0 and form[("a100", "nlp")] == 3
     assert dialog == form
     assert {g["group"]: g["left"] for g in opts["groups"]} == {"vision": 2, "nlp": 3}
+
+
+def test_the_dialog_offers_the_image_of_the_server_it_runs_in(jobs_hub: Hub):
+    """The lab extension calls with its server's own token: a job's default image is that
+    server's, named servers included; a personal token gets the config's default."""
+    alice = jobs_hub.token("alice")
+    r = requests.post(
+        jobs_hub.server_path("alice", "cpuwork"),
+        json={"profile": "cpu", "image": "python"},
+        headers=auth(alice),
+        timeout=60,
+    )
+    assert r.status_code in (201, 202), r.text
+    jobs_hub.wait_ready("alice", alice, name="cpuwork")
+    pid = jobs_hub.server_pid("alice", jobs_hub.admin_token(), name="cpuwork")
+    server_token = process_env(pid)["JUPYTERHUB_API_TOKEN"]
+    url = f"{jobs_hub.url}/services/gpuhub-jobs/api/options"
+    own = requests.get(url, headers=auth(server_token), timeout=60)
+    assert own.status_code == 200, own.text
+    assert own.json()["image"]["slug"] == "python"
+    personal = requests.get(url, headers=auth(alice), timeout=60).json()
+    assert personal["image"]["slug"] == "torch"  # no default server runs: the GPU default
 
 
 def big_notebook(cells: int) -> dict[str, Any]:

@@ -169,6 +169,10 @@ def test_base_promises():
     assert single["networkPolicy"]["enabled"] is True
     assert single["networkPolicy"]["egressAllowRules"]["cloudMetadataServer"] is False
     assert single["storage"]["dynamic"]["pvcNameTemplate"] == "claim-{user_server}"
+    # named servers (a CPU and a GPU server side by side); saved options on the hub's volume
+    assert hub["allowNamedServers"] is True and hub["namedServerLimitPerUser"] == 3
+    saved = hub["config"]["GPUKubeSpawner"]["saved_options_file"]
+    assert saved.startswith("/srv/jupyterhub/")  # the chart's default hub.db: sqlite-pvc
 
 
 def test_prepuller_pulls_every_cuda_image_on_gpu_nodes():

@@ -23,6 +23,9 @@ def test_embedded_config_per_user_passwords_and_yaml_groups(config):
     # reload: a pid file to signal, and servers that outlive the hub
     assert c.JupyterHub.pid_file == "/srv/gpuhub/jupyterhub.pid"
     assert c.JupyterHub.cleanup_servers is False
+    # named servers: a CPU server and a GPU server side by side, each reachable from VS Code
+    assert c.JupyterHub.allow_named_servers is True
+    assert c.JupyterHub.named_server_limit_per_user == 3
 
 
 def test_kube_jobs_service_gets_the_hub_pods_cluster_env(

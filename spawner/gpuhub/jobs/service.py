@@ -30,7 +30,8 @@ _TOKEN = re.compile(r"(?:token|bearer)\s+(\S+)", re.IGNORECASE)
 @dataclass(frozen=True)
 class Caller:
     """An authenticated user: name, *current* groups, and the catalog slug of the image
-    of their running default server (``None`` when none runs).  ``cancel_any``: the token
+    of the running server the call comes from (:func:`calling_server`; ``None`` when it
+    does not run).  ``cancel_any``: the token
     holds :data:`~gpuhub.scopes.JOBS_CANCEL_ANY` (the monitor's, for the admin's GPU
     page); such a service caller may only cancel."""
 
@@ -38,6 +39,15 @@ class Caller:
     groups: tuple[str, ...]
     server_image: str | None
     cancel_any: bool = False
+
+
+def calling_server(scopes: Any, user: str) -> str:
+    """The server whose own token (``$JUPYTERHUB_API_TOKEN``, scoped
+    ``access:servers!server=<user>/<name>``) makes the call: ``<name>``; ``""`` (the
+    default server) for any other token."""
+    prefix = f"access:servers!server={user}/"
+    names = {s[len(prefix) :] for s in scopes or () if isinstance(s, str) and s.startswith(prefix)}
+    return names.pop() if len(names) == 1 else ""
 
 
 class JobsService:
@@ -115,7 +125,8 @@ class JobsService:
                 f"(it needs {', '.join(sorted(self.hub_auth.access_scopes))})"
             )
         user = await self._hub_user(model["name"])
-        server = (user.get("servers") or {}).get("") or {}
+        name = calling_server(model.get("scopes"), model["name"])
+        server = (user.get("servers") or {}).get(name) or {}
         image = (server.get("user_options") or {}).get("image") if server.get("ready") else None
         return Caller(
             name=model["name"],

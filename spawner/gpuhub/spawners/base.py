@@ -22,7 +22,8 @@ from ..form import options_from_form, render_form
 from ..hubconfig import JOBS_SERVICE
 from ..ledger import Ledger
 from ..model import Allocation, GpuhubConfig, Kind, SpawnRequest
-from ..profiles import validate_options
+from ..savedoptions import SavedOptions, saved_options
+from ..startoptions import Start, resolve_start
 
 
 def user_error(status: int, message: str) -> web.HTTPError:
@@ -94,6 +95,25 @@ class GpuhubSpawnerMixin(HasTraits):
         services = self.config.JupyterHub.get("services", [])  # type: ignore[attr-defined]
         return service_jobs_url(services if isinstance(services, list) else [])
 
+    saved_options_file = Unicode(
+        config=True,
+        help="""JSON file (mode 0600) where the hub keeps each user's saved start options:
+        the options a start without any (VS Code's JupyterHub extension, the admin page,
+        an API call with an empty body) uses, chosen on the spawn form with "Use these
+        options for VS Code and API starts".
+
+        Defaults to ``gpuhub-saved-options.json`` in the hub's working directory (on the
+        Zero to JupyterHub chart ``/srv/jupyterhub``, the hub's volume); the embedded
+        default keeps it in its data directory.
+
+        .. versionadded:: 0.1
+        """,
+    )
+
+    @default("saved_options_file")
+    def _default_saved_options_file(self) -> str:
+        return os.path.abspath("gpuhub-saved-options.json")
+
     def get_env(self) -> dict[str, str]:
         env: dict[str, str] = super().get_env()  # type: ignore[misc]
         if self.jobs_url:
@@ -141,19 +161,58 @@ class GpuhubSpawnerMixin(HasTraits):
     def gpuhub_key(self) -> str:
         return f"server:{self.user.name}/{self.name}"  # type: ignore[attr-defined]
 
-    def claim_resources(self) -> tuple[SpawnRequest, Allocation | None]:
-        """Validate ``user_options`` and reserve GPUs.  Synchronous on purpose: call it
-        before the first ``await`` of ``start()`` so check and reserve cannot interleave
-        with another spawn.  Raises 400 for a bad option and 403 for a quota denial."""
+    @property
+    def gpuhub_saved(self) -> SavedOptions:
+        return saved_options(self.saved_options_file)
+
+    def sent_options(self) -> Mapping[str, Any] | None:
+        """The options this start's request carried; ``None`` for a REST start with an
+        empty body (or ``{}`` / ``"user_options": null``), for which JupyterHub hands
+        the spawner the server's last-used options instead."""
+        from jupyterhub.apihandlers.users import UserServerAPIHandler
+
+        handler = getattr(self, "handler", None)
+        if isinstance(handler, UserServerAPIHandler):
+            body = handler.get_server_json_body()
+            if not body.get("user_options"):
+                return None
         options: Mapping[str, Any] = self.user_options or {}  # type: ignore[attr-defined]
+        return options
+
+    def resolve_start(self) -> Start:
+        """:func:`gpuhub.startoptions.resolve_start` for this start; the server records
+        the options it runs with (never the "save" flag).  400 naming the field."""
+        user: str = self.user.name  # type: ignore[attr-defined]
+        sent = self.sent_options()
+        last = self.user_options if sent is None else None  # type: ignore[attr-defined]
         try:
-            request = validate_options(self.gpuhub, self.user.name, self.gpuhub_groups, options)  # type: ignore[attr-defined]
+            start = resolve_start(
+                self.gpuhub, user, self.gpuhub_groups, sent, self.gpuhub_saved.get(user), last
+            )
         except OptionError as e:
             raise user_error(400, f"Invalid spawn option {e}") from e
+        self.user_options = start.options
+        if self.orm_spawner is not None:  # type: ignore[attr-defined]
+            self.orm_spawner.user_options = start.options  # type: ignore[attr-defined]
+        return start
+
+    def claim_resources(self) -> tuple[SpawnRequest, Allocation | None]:
+        """Decide the options (sent, saved default or last used), validate them and
+        reserve GPUs.  Synchronous on purpose: call it before the first ``await`` of
+        ``start()`` so check and reserve cannot interleave with another spawn.  Raises
+        400 for a bad option and 403 for a quota denial; a start that asked to save its
+        options saves them once reserved (:meth:`save_default` writes them)."""
+        start = self.resolve_start()
+        request = start.request
         try:
             alloc = self.gpuhub_backend().reserve(self.gpuhub_key, request, self.gpuhub_groups)
         except QuotaDenied as e:
             raise user_error(403, f"Not enough GPU quota: {e.explanation}") from e
+        if start.save is not None:
+            self.gpuhub_saved.put(request.user, start.save)
+            self._gpuhub_save = True
+        if start.source == "saved":
+            self.log.info("gpuhub: %s starts with its saved default", self.gpuhub_key)  # type: ignore[attr-defined]
         self.log.info(  # type: ignore[attr-defined]
             "gpuhub: %s reserved %s",
             self.gpuhub_key,
@@ -162,6 +221,14 @@ class GpuhubSpawnerMixin(HasTraits):
             else "no GPU",
         )
         return request, alloc
+
+    _gpuhub_save: bool = False
+
+    async def save_default(self) -> None:
+        """Write the saved defaults if this start changed one (off the event loop)."""
+        if self._gpuhub_save:
+            self._gpuhub_save = False
+            await self.gpuhub_saved.flush()
 
     def release_resources(self) -> None:
         self.gpuhub_backend().release(self.gpuhub_key)
@@ -185,6 +252,7 @@ class GpuhubSpawnerMixin(HasTraits):
             self.gpuhub_availability(),
             previous=self.orm_spawner.user_options if self.orm_spawner else None,  # type: ignore[attr-defined]
             notice=self.gpuhub_notice,
+            saved=self.gpuhub_saved.get(self.user.name),  # type: ignore[attr-defined]
         )
 
     def options_from_form(self, formdata: Mapping[str, list[str]]) -> dict[str, str]:

@@ -148,6 +148,7 @@ class GPUKubeSpawner(GpuhubSpawnerMixin, KubeSpawner):
         self._gpuhub_request = request
         self._gpuhub_alloc = alloc
         try:
+            await self.save_default()
             self._apply_overrides(request, alloc)
             return await self._start_within_deadline(request)
         except BaseException:

@@ -184,6 +184,10 @@ class GPULocalSpawner(GpuhubSpawnerMixin, LocalProcessSpawner):
         """,
     )
 
+    @default("saved_options_file")
+    def _default_local_saved_options_file(self) -> str:
+        return os.path.join(self.data_dir, "saved-options.json")
+
     @default("home_dir_template")
     def _default_home_dir_template(self) -> str:
         return os.path.join(self.data_dir, "users", "{username}")
@@ -261,6 +265,7 @@ class GPULocalSpawner(GpuhubSpawnerMixin, LocalProcessSpawner):
         key = self.gpuhub_key
         store = self._local.store
         try:
+            await self.save_default()
             await asyncio.to_thread(self._prepare, request)
             if not self.port:
                 self.port = random_port()
