@@ -60,18 +60,63 @@ gpuhub_venv() {
   export PATH="$venv/bin:$PATH"
 }
 
-# gpuhub_node: configurable-http-proxy (and other npm tools) from scripts/node/package.json.
+# code-server (VS Code in the browser) builds native modules when npm installs it (node-gyp:
+# a C/C++ toolchain, make, pkg-config, Kerberos headers for its `kerberos` module) and its
+# search tool, ripgrep, would be downloaded from GitHub by @vscode/ripgrep's install script:
+# Debian's ripgrep (the same 13.0.0) stands in for it.  As root, missing Debian packages are
+# installed.
+_gpuhub_code_server_tools() {
+  local missing=()
+  command -v g++ >/dev/null 2>&1 || missing+=(g++)
+  command -v make >/dev/null 2>&1 || missing+=(make)
+  command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+  [ -f /usr/include/gssapi/gssapi.h ] || missing+=(libkrb5-dev)
+  command -v rg >/dev/null 2>&1 || missing+=(ripgrep)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ]; then
+    _gpuhub_log "code-server (VS Code in the browser) needs: ${missing[*]} (Debian packages)"; return 1
+  fi
+  _gpuhub_log "installing ${missing[*]} (Debian packages, to build code-server's native modules)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# _gpuhub_ripgrep_cache DIR: put the local rg where @vscode/ripgrep (1.15.11, the version
+# code-server 4.100.3 locks) looks for an earlier download before it goes to GitHub:
+# DIR/vscode-ripgrep-cache-1.15.11/ripgrep-v13.0.0-10-<target>.tar.gz.  Use DIR as TMPDIR.
+_gpuhub_ripgrep_cache() {
+  local target
+  case "$(uname -m)" in
+    x86_64) target=x86_64-unknown-linux-musl ;;
+    aarch64) target=aarch64-unknown-linux-musl ;;
+    *) return 0 ;;
+  esac
+  mkdir -p "$1/vscode-ripgrep-cache-1.15.11"
+  tar czf "$1/vscode-ripgrep-cache-1.15.11/ripgrep-v13.0.0-10-$target.tar.gz" \
+    -C "$(dirname "$(command -v rg)")" rg
+}
+
+# gpuhub_node: configurable-http-proxy and code-server from scripts/node/package.json, in a
+# folder keyed by it and its lock file, readable by every account (users' servers start
+# code-server from it).
 gpuhub_node() {
   command -v npm >/dev/null 2>&1 || { _gpuhub_log "node and npm are required"; return 1; }
-  local key dir
+  local key dir tmp
   key="$(cat "$GPUHUB_ROOT/scripts/node/package.json" "$GPUHUB_ROOT/scripts/node/package-lock.json" 2>/dev/null | sha256sum | cut -c1-16)"
   dir="$GPUHUB_CACHE/node-$key"
   if [ ! -f "$dir/.complete" ]; then
     _gpuhub_log "installing npm packages into $dir (first run only)"
+    _gpuhub_code_server_tools
     rm -rf "$dir"; mkdir -p "$dir"
     cp "$GPUHUB_ROOT/scripts/node/package.json" "$dir/"
     [ -f "$GPUHUB_ROOT/scripts/node/package-lock.json" ] && cp "$GPUHUB_ROOT/scripts/node/package-lock.json" "$dir/"
-    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error 2>/dev/null || npm install --no-audit --no-fund --loglevel=error)
+    tmp="$(mktemp -d)"
+    _gpuhub_ripgrep_cache "$tmp"
+    # code-server's install script refuses root without unsafe-perm, and runs `npx node-gyp`
+    # for node-pty (yes: fetch it from the npm registry without asking)
+    (umask 022 && cd "$dir" && export TMPDIR="$tmp" npm_config_unsafe_perm=true npm_config_yes=true &&
+      { npm ci --no-audit --no-fund --loglevel=error 2>/dev/null || npm install --no-audit --no-fund --loglevel=error; }) ||
+      { rm -rf "$tmp"; return 1; }
+    rm -rf "$tmp"
     touch "$dir/.complete"
   fi
   export PATH="$dir/node_modules/.bin:$PATH"

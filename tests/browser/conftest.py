@@ -61,6 +61,8 @@ def _browser_tools() -> None:
         missing.append(f"{CHROMIUM} (apt-get install chromium)")
     if shutil.which("configurable-http-proxy") is None:
         missing.append("configurable-http-proxy (npm, scripts/bootstrap.sh)")
+    if shutil.which("code-server") is None:
+        missing.append("code-server (npm, scripts/bootstrap.sh)")
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:

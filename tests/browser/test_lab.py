@@ -1,22 +1,27 @@
 """JupyterLab in Chromium: "Run as distributed job" on a CPU DDP notebook, the jobs panel,
-and VS Code from the launcher when code-server is installed."""
+and VS Code in the browser from the launcher (a terminal in it on the server's GPUs)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import os
+import pwd
 import re
-import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from browserkit import login
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 from test_jobs_local import DDP, torch_missing
+from test_local_hub import ledger_keys
 
-from hubproc import Hub, auth
+from hubproc import Hub, ancestry, auth, process_env
 
 pytestmark = pytest.mark.browser
 
@@ -105,17 +110,141 @@ def test_run_as_job_to_succeeded_with_both_ranks_logs(hub: Hub, new_page: Any, s
     page.screenshot(path=shots / "job-panel.png")
 
 
-def test_vscode_from_the_launcher(hub: Hub, new_page: Any):
-    if shutil.which("code-server") is None:
-        pytest.skip(
-            "code-server is not installed: VS Code in the browser needs code-server and "
-            "jupyter-vscode-proxy in the single-user environment (they are in the GPU images)"
-        )
+def test_vscode_terminal_sees_the_servers_gpus(hub: Hub, new_page: Any, shots: Path):
+    """bob starts 2 A100s from the spawn form (carol holds the first), opens VS Code from
+    the JupyterLab launcher, runs Python in a VS Code terminal and reads on screen the
+    devices the hub allocated to his server; code-server listens on a socket only his
+    account can reach; the hub's home page links to it.
+
+    Reading the terminal: xterm.js draws the screen on a canvas (WebGL) where Chromium
+    can, so the text is not in the page.  bob's VS Code settings turn the terminal's
+    GPU acceleration off (``terminal.integrated.gpuAcceleration``, a user setting in
+    his home, owned by his account as if VS Code's settings editor had written it):
+    xterm.js then draws with its DOM renderer, one ``.xterm-rows`` element per screen
+    row, which is exactly what the screenshot shows.  The output is matched as a whole
+    row, so the echoed command line (which holds no such row) cannot match.
+    """
+    token = hub.token("carol")
+    r = requests.post(
+        f"{hub.api}/users/carol/server",
+        json={"profile": "gpu", "gpus": 1, "gpu_type": "a100"},
+        headers=auth(token),
+        timeout=60,
+    )
+    assert r.status_code in (201, 202), r.text
+
     page = new_page()
-    start_lab(page, hub, "bob")
-    tile = page.locator(".jp-Launcher").get_by_text(re.compile("VS Code"))
+    login(page, hub, "bob")
+    expect(page).to_have_url(re.compile(r"/hub/spawn"))
+    page.get_by_role("radio", name="GPU", exact=True).check()
+    card = page.locator('.gh-card[data-profile="gpu"]')
+    card.get_by_label("Image").select_option(label="Python")
+    card.get_by_label("GPU type").select_option("a100")
+    card.get_by_label("GPUs", exact=True).select_option("2")
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_url(re.compile(r"/user/bob/lab"), timeout=120_000)
+    expect(page.locator(".jp-Launcher")).to_be_visible(timeout=120_000)
+    # what the hub allocated: the machine-wide ledger, and the server's own environment
+    devices = ledger_keys(hub)["server:bob/"]
+    assert devices == (1, 2), ledger_keys(hub)
+    server_pid = hub.server_pid("bob", hub.admin_token())
+    server_env = process_env(server_pid)
+    assert server_env["CUDA_VISIBLE_DEVICES"] == "1,2"
+    vscode_user_settings(hub, "bob", {"terminal.integrated.gpuAcceleration": "off"})
+
+    # jupyter-server-proxy marks entries that open a new tab: "VS Code [↗]"
+    tile = page.locator(".jp-Launcher").get_by_role("button", name=re.compile(r"^VS Code\b"))
     expect(tile).to_be_visible()
     with page.context.expect_page() as opened:
-        tile.first.click()
+        tile.click()
     vscode = opened.value
+    expect(vscode).to_have_url(re.compile(r"/user/bob/vscode/"))
     expect(vscode.locator(".monaco-workbench")).to_be_visible(timeout=120_000)
+    trust = vscode.get_by_role("button", name="Yes, I trust the authors")
+    with contextlib.suppress(PlaywrightTimeout):
+        trust.click(timeout=5_000)  # VS Code asks once per folder whether to trust it
+    terminal = open_terminal(vscode)
+    terminal.click()
+    vscode.keyboard.type(COMMAND)
+    vscode.keyboard.press("Enter")
+    ids = ",".join(str(d) for d in devices)
+    output = terminal.locator(".xterm-rows > div").filter(has_text=re.compile(rf"^\s*{ids}\s*$"))
+    expect(output).to_have_count(1, timeout=60_000)
+    vscode.screenshot(path=vscode_shot(shots))
+
+    # code-server: bob's account, a Unix socket in a folder only that account may enter
+    sockets = code_server_sockets(server_pid)
+    assert len(sockets) == 1, sockets
+    owner, sock = sockets[0]
+    account = pwd.getpwnam("gpuhub-bob").pw_uid if os.geteuid() == 0 else os.geteuid()
+    assert owner == account
+    folder = sock.parent.stat()
+    assert (folder.st_uid, stat.S_IMODE(folder.st_mode)) == (account, 0o700)
+    assert stat.S_ISSOCK(sock.stat().st_mode) and stat.S_IMODE(sock.stat().st_mode) == 0o600
+
+    # the hub's home page links to VS Code while the server runs
+    page.goto(f"{hub.url}/hub/home")
+    link = page.get_by_role("link", name="VS Code", exact=True)
+    expect(link).to_have_attribute("href", "/user/bob/vscode/")
+
+
+COMMAND = """python -c "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])\""""
+VSCODE_SHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "vscode-terminal.png"
+
+
+def vscode_shot(shots: Path) -> Path:
+    """docs/img/ when refreshing the README's pictures, else the session's folder."""
+    if os.environ.get("GPUHUB_SCREENSHOTS") == "1":
+        VSCODE_SHOT.parent.mkdir(parents=True, exist_ok=True)
+        return VSCODE_SHOT
+    return shots / VSCODE_SHOT.name
+
+
+def vscode_user_settings(hub: Hub, user: str, settings: dict[str, Any]) -> None:
+    """``user``'s VS Code user settings (code-server's ``User/settings.json`` in their
+    home), owned by their account as if VS Code had written them.  Call it once the
+    server runs (the home and the account exist) and before VS Code starts."""
+    home = hub.data_dir / "users" / user
+    owner = home.stat()
+    path = home / ".local" / "share" / "code-server" / "User" / "settings.json"
+    for folder in reversed(path.relative_to(home).parents[:-1]):
+        (home / folder).mkdir(mode=0o700, exist_ok=True)
+        os.chown(home / folder, owner.st_uid, owner.st_gid)
+    path.write_text(json.dumps(settings))
+    os.chown(path, owner.st_uid, owner.st_gid)
+
+
+def open_terminal(vscode: Any) -> Any:
+    """A new terminal from the command palette (F1), as a keyboard user opens one."""
+    vscode.keyboard.press("F1")
+    palette = vscode.locator(".quick-input-widget")
+    query = palette.locator("input.input")
+    expect(query).to_be_focused()
+    query.fill(">Terminal: Create New Terminal")
+    expect(palette.locator(".monaco-list-row").first).to_contain_text("Create New Terminal")
+    query.press("Enter")
+    terminal = vscode.locator(".terminal-wrapper.active .xterm")
+    expect(terminal).to_be_visible(timeout=60_000)
+    expect(terminal.locator(".xterm-rows")).to_contain_text(re.compile(r"\S"), timeout=60_000)
+    return terminal
+
+
+def code_server_sockets(server_pid: int) -> list[tuple[int, Path]]:
+    """``(uid, socket)`` of each code-server started with ``--socket`` under the
+    single-user server ``server_pid``."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            uid = entry.stat().st_uid
+        except OSError:
+            continue
+        if (
+            any(a.endswith(b"code-server") for a in argv[:2])
+            and b"--socket" in argv
+            and server_pid in ancestry(int(entry.name))
+        ):
+            found.add((uid, Path(argv[argv.index(b"--socket") + 1].decode())))
+    return sorted(found)

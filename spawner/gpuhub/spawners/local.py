@@ -6,7 +6,8 @@ Each single-user server is a local process (JupyterHub's ``LocalProcessSpawner``
   ``<data>/users/<name>`` with mode 0700, when the hub runs as root;
 - in a unit of its own (:mod:`gpuhub.cgroups`): the profile's memory and CPU limits, a
   process limit, and only its allocated ``/dev/nvidia<N>`` openable;
-- with exactly its devices in ``CUDA_VISIBLE_DEVICES`` (none for a CPU server).
+- with exactly its devices in ``CUDA_VISIBLE_DEVICES`` (none for a CPU server);
+- with VS Code in the browser on a private Unix socket (:mod:`gpuhub.vscode`).
 
 The ledger is the machine-wide :class:`~gpuhub.localstate.LocalLedgerStore`, rebuilt
 from the units that really run.  A stop kills the whole unit; after a hub restart a unit
@@ -37,6 +38,7 @@ from ..ledger import Device, Ledger
 from ..localstate import LocalLedgerStore, Unit
 from ..model import Allocation, GpuhubConfig, Kind, Profile, SpawnRequest
 from ..sizes import human, to_bytes
+from ..vscode import vscode_env
 from .base import GpuhubSpawnerMixin
 
 _stores: dict[str, LocalLedgerStore] = {}
@@ -329,6 +331,7 @@ class GPULocalSpawner(GpuhubSpawnerMixin, LocalProcessSpawner):
     def get_env(self) -> dict[str, str]:
         env: dict[str, str] = super().get_env()
         env.update(device_env(self._gpuhub_alloc))
+        env.update(vscode_env(self.home_dir))
         return env
 
     async def poll(self) -> int | None:
