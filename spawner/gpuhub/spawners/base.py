@@ -24,6 +24,7 @@ from ..ledger import Ledger
 from ..model import Allocation, GpuhubConfig, Kind, SpawnRequest
 from ..savedoptions import SavedOptions, saved_options
 from ..startoptions import Start, resolve_start
+from ..terminals import with_terminal_shell
 
 
 def user_error(status: int, message: str) -> web.HTTPError:
@@ -119,6 +120,11 @@ class GpuhubSpawnerMixin(HasTraits):
         if self.jobs_url:
             env[JOBS_URL_ENV] = self.jobs_url
         return env
+
+    def get_args(self) -> list[str]:
+        """JupyterHub's server arguments, with terminals that keep the server's
+        environment (:mod:`gpuhub.terminals`)."""
+        return with_terminal_shell(super().get_args())  # type: ignore[misc]
 
     @default("options_form")
     def _default_options_form(self) -> Any:
