@@ -242,3 +242,21 @@ export function toRequest(
     image: options.image?.slug ?? null
   };
 }
+
+/**
+ * The time limit of the job as chosen (`"90 min"`), as the service decided it for that GPU
+ * type and count; `null` when the job has none (or the service sent no row for it).
+ */
+export function timeLimitText(
+  options: IJobOptions,
+  state: Pick<IFormState, 'gpusPerWorker' | 'gpuType'>
+): string | null {
+  const gpus = state.gpusPerWorker > 0;
+  const row = options.time_limits.find(
+    t =>
+      t.gpus_per_worker === (gpus ? state.gpusPerWorker : 0) &&
+      t.gpu_type === (gpus ? state.gpuType : null)
+  );
+  const minutes = row?.minutes ?? null;
+  return minutes === null ? null : `${minutes} min`;
+}

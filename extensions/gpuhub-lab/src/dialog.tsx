@@ -14,6 +14,7 @@ import {
   gpuCountChoices,
   gpuTypeChoices,
   groupChoices,
+  timeLimitText,
   totalGpus,
   validate
 } from './choices';
@@ -161,6 +162,7 @@ function RunJobForm(props: IFormProps): JSX.Element {
   const { options, state, onChange } = props;
   const problems = validate(options, state);
   const gpus = state.gpusPerWorker > 0;
+  const limit = timeLimitText(options, state);
   const describedBy = (field: keyof IFormState) => `${FIELD_IDS[field]}-note`;
   return (
     <form
@@ -319,6 +321,7 @@ function RunJobForm(props: IFormProps): JSX.Element {
         {gpus
           ? `${state.gpusPerWorker} GPU${state.gpusPerWorker === 1 ? '' : 's'}`
           : 'CPU'}
+        {limit !== null ? ` · ends after ${limit} (time limit)` : ''}
         {problems.length > 0 ? ' — fix the marked fields to submit' : ''}
       </p>
     </form>

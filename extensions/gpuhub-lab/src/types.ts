@@ -26,6 +26,14 @@ export interface IImage {
   display_name: string;
 }
 
+/** A job's time limit for one GPU type and count (`gpu_type` null, 0 GPUs: CPU workers). */
+export interface ITimeLimit {
+  gpu_type: string | null;
+  gpus_per_worker: number;
+  /** Minutes of run time, or `null`: no limit. */
+  minutes: number | null;
+}
+
 /** `GET api/options`: what the dialog offers, with the quota left live. */
 export interface IJobOptions {
   frameworks: Framework[];
@@ -35,6 +43,8 @@ export interface IJobOptions {
   max_workers: number;
   gpu_counts: number[];
   image: IImage | null;
+  /** The time limit of each GPU type and count offered, decided by the service. */
+  time_limits: ITimeLimit[];
 }
 
 export interface IWorkerState {

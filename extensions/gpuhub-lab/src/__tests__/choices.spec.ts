@@ -5,6 +5,7 @@ import {
   groupChoices,
   frameworkChoices,
   initialState,
+  timeLimitText,
   toRequest,
   totalGpus,
   validate
@@ -24,7 +25,12 @@ const OPTIONS: IJobOptions = {
   user_left: 4,
   max_workers: 4,
   gpu_counts: [0, 1, 2, 4],
-  image: { slug: 'torch', display_name: 'PyTorch 2' }
+  image: { slug: 'torch', display_name: 'PyTorch 2' },
+  time_limits: [
+    { gpu_type: null, gpus_per_worker: 0, minutes: null },
+    { gpu_type: 'a100', gpus_per_worker: 1, minutes: 120 },
+    { gpu_type: 't4', gpus_per_worker: 1, minutes: 0.5 }
+  ]
 };
 
 const STATE: IFormState = {
@@ -216,5 +222,17 @@ describe('toRequest', () => {
         { ...STATE, gpusPerWorker: 0 }
       )
     ).toMatchObject({ gpus_per_worker: 0, gpu_type: null, image: null });
+  });
+});
+
+describe('timeLimitText', () => {
+  it('shows the limit the service decided for the GPU type and count', () => {
+    expect(timeLimitText(OPTIONS, STATE)).toBe('120 min');
+    expect(timeLimitText(OPTIONS, { ...STATE, gpuType: 't4' })).toBe('0.5 min');
+  });
+
+  it('shows nothing without a limit or without a row for the choice', () => {
+    expect(timeLimitText(OPTIONS, { ...STATE, gpusPerWorker: 0 })).toBeNull();
+    expect(timeLimitText(OPTIONS, { ...STATE, gpusPerWorker: 2 })).toBeNull();
   });
 });

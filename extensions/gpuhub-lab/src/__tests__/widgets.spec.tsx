@@ -17,7 +17,12 @@ const OPTIONS: IJobOptions = {
   user_left: null,
   max_workers: 4,
   gpu_counts: [0, 1, 2],
-  image: null
+  image: null,
+  time_limits: [
+    { gpu_type: null, gpus_per_worker: 0, minutes: null },
+    { gpu_type: 'a100', gpus_per_worker: 1, minutes: 90 },
+    { gpu_type: 'a100', gpus_per_worker: 2, minutes: 90 }
+  ]
 };
 
 const STATE: IFormState = {
@@ -95,6 +100,16 @@ describe('RunJobBody', () => {
       expect(field?.getAttribute('data-testid')).toBe(id);
       expect(node.querySelector(`label[for="${id}"]`)).not.toBeNull();
     }
+  });
+
+  it('says when the job will be ended by its time limit', async () => {
+    const summary = (await open()).querySelector('.gpuhub-RunJobForm-summary');
+    expect(summary?.textContent).toContain('ends after 90 min (time limit)');
+    body.dispose();
+    const cpu = (await open({ ...STATE, gpusPerWorker: 0 })).querySelector(
+      '.gpuhub-RunJobForm-summary'
+    );
+    expect(cpu?.textContent).not.toContain('time limit');
   });
 
   it('disables choices that do not fit and says why', async () => {
