@@ -71,6 +71,14 @@ def _netns_names() -> set[str]:
     return {p.name for p in NETNS_DIR.iterdir()} if NETNS_DIR.is_dir() else set()
 
 
+def _netns_inode(path: Path) -> int | None:
+    """The network namespace behind a ``/proc/<pid>/ns/net`` or ``/run/netns`` entry."""
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
+
+
 def _pids_with_arg(arg: str) -> list[int]:
     """PIDs whose command line holds ``arg`` as one argument (this node's shims)."""
     found = []
@@ -144,7 +152,6 @@ class RealNode:
     labels: dict[str, str]
     cgroup_root: str = ""
     children: list[Child] = field(default_factory=list)
-    netns_before: set[str] = field(default_factory=set)
     made_log_links_dir: bool = False
 
     @property
@@ -185,6 +192,7 @@ class RealNode:
         tops = cgroup_dirs(self.cgroup_root) if self.cgroup_root else []
         leftovers = set().union(*(_cgroup_pids(top) for top in tops))
         leftovers |= set(_pids_with_arg(str(self.paths.containerd_socket)))
+        netns = set(filter(None, (_netns_inode(Path(f"/proc/{pid}/ns/net")) for pid in leftovers)))
         for pid in leftovers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -193,9 +201,10 @@ class RealNode:
         )
         for point in mounts_under(self.paths.root):
             subprocess.run(["umount", "-l", point], check=False, capture_output=True)
-        for ns in sorted(_netns_names() - self.netns_before):
-            if ns.startswith("cni-") and mounts_under(NETNS_DIR / ns):
-                subprocess.run(["ip", "netns", "delete", ns], check=False, capture_output=True)
+        # Network namespaces the kubelet did not tear down: those of the node's sandboxes.
+        for name in _netns_names():
+            if _netns_inode(NETNS_DIR / name) in netns:
+                subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
         subprocess.run(["ip", "link", "delete", self.bridge], check=False, capture_output=True)
         for top in tops:
             _remove_cgroups(top)
@@ -253,7 +262,6 @@ def start_real_node(
         core,
         labels,
         cgroup_root=f"/gpuhub-{name}",
-        netns_before=_netns_names(),
         made_log_links_dir=not CONTAINER_LOG_LINKS.exists(),
     )
     logs = workdir / "logs"
