@@ -3,6 +3,7 @@
 #   etcd 3.5 (wrapper module around etcdmain.Main),
 #   kube-apiserver, kube-scheduler, kube-controller-manager (one wrapper module requiring
 #   k8s.io/kubernetes with a replace list generated from its go.mod, version ldflags),
+#   kubelet for the real node (its own wrapper module, same replace list and ldflags),
 #   kwok (go install) plus its Stage YAMLs,
 #   the Kubeflow training operator v1 (go install; only for the tests that run real jobs).
 # Results are cached outside the repository in $GPUHUB_CACHE/k8s/<name>-<version>/ and
@@ -70,16 +71,18 @@ k8s_ldflags() {
   echo "$flags"
 }
 
-build_kubernetes() {
-  local dir="$CACHE/kubernetes-$K8S_VERSION" key gomod
-  key="$(stamp kubernetes "$K8S_VERSION")"
+# build_k8s NAME WHAT: the wrapper module under go/NAME (cmd/<binary>/main.go files), which
+# requires k8s.io/kubernetes with the staging replace list, built into $CACHE/NAME-<version>/bin.
+build_k8s() {
+  local name="$1" dir="$CACHE/$1-$K8S_VERSION" key gomod
+  key="$(stamp "$name" "$K8S_VERSION")"
   is_built "$dir" "$key" && return 0
-  log "building kube-apiserver, kube-scheduler, kube-controller-manager $K8S_VERSION into $dir (slow, first run only)"
+  log "building $2 $K8S_VERSION into $dir (slow, first run only)"
   rm -rf "$dir"; mkdir -p "$dir/src" "$dir/bin"
-  cp -r "$HERE/go/kubernetes/cmd" "$dir/src/"
+  cp -r "$HERE/go/$name/cmd" "$dir/src/"
   (
     cd "$dir/src"
-    go mod init gpuhub.local/testbed/kubernetes >/dev/null 2>&1
+    go mod init "gpuhub.local/testbed/$name" >/dev/null 2>&1
     gomod="$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",*$/\1/p')"
     local goline
     goline="$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$gomod")"
@@ -93,6 +96,28 @@ build_kubernetes() {
     go build -trimpath -ldflags "$(k8s_ldflags "$K8S_VERSION")" -o "$dir/bin/" ./cmd/...
   )
   echo "$key" > "$dir/.complete"
+}
+
+build_kubernetes() { build_k8s kubernetes "kube-apiserver, kube-scheduler, kube-controller-manager"; }
+
+# The real node's kubelet: its own wrapper module and folder, so that the control plane's
+# binaries are not rebuilt when it changes.
+build_kubelet() { build_k8s kubelet kubelet; }
+
+# The real node also needs containerd, runc and the CNI plugins: Debian's packages, installed
+# as root when missing (without root the real-node tests report what is missing).
+node_tools() {
+  local missing=()
+  command -v containerd >/dev/null 2>&1 || missing+=(containerd)
+  command -v runc >/dev/null 2>&1 || missing+=(runc)
+  [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ]; then
+    log "real node: not root, not installing ${missing[*]}"
+    return 0
+  fi
+  log "installing ${missing[*]} (Debian packages)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 build_kwok() {
@@ -129,4 +154,6 @@ mkdir -p "$CACHE"
 build_etcd
 build_kwok
 build_kubernetes
+build_kubelet
 build_training_operator
+node_tools

@@ -84,3 +84,14 @@ def training_operator_binary() -> Path:
 
 def training_operator_version() -> str:
     return _default_version("TRAINING_OPERATOR_VERSION")
+
+
+def kubelet_binaries() -> tuple[Path, Path]:
+    """``(kubelet, pause)`` that setup.sh builds for the real node; :class:`BinariesMissing`
+    when absent."""
+    bin_dir = cache_dir() / f"kubelet-{_default_version('K8S_VERSION')}" / "bin"
+    found = (bin_dir / "kubelet", bin_dir / "pause")
+    missing = [str(p) for p in found if not p.exists()]
+    if missing:
+        raise BinariesMissing(f"run {SETUP_SCRIPT} first; missing: {', '.join(missing)}")
+    return found

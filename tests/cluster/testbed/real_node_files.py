@@ -1,0 +1,212 @@
+"""What the real node writes before it starts: containerd's config, the CNI network, the
+KubeletConfiguration and the sandbox image (pure, apart from writing the image tarball)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CNI_BIN_DIR = Path("/usr/lib/cni")
+CNI_PLUGINS = ("bridge", "host-local", "loopback")
+SANDBOX_IMAGE = "gpuhub.local/testbed/pause:1"
+
+
+@dataclass(frozen=True)
+class NodePaths:
+    """Everything one real node keeps, under its own folder."""
+
+    root: Path
+
+    @property
+    def containerd_root(self) -> Path:
+        return self.root / "containerd" / "root"
+
+    @property
+    def containerd_state(self) -> Path:
+        return self.root / "containerd" / "state"
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.root / "containerd" / "containerd.sock"
+
+    @property
+    def containerd_config(self) -> Path:
+        return self.root / "containerd" / "config.toml"
+
+    @property
+    def cni_conf_dir(self) -> Path:
+        return self.root / "cni" / "net.d"
+
+    @property
+    def cni_ipam_dir(self) -> Path:
+        return self.root / "cni" / "ipam"
+
+    @property
+    def kubelet_root(self) -> Path:
+        return self.root / "kubelet"
+
+    @property
+    def pod_logs(self) -> Path:
+        return self.root / "pod-logs"
+
+    @property
+    def kubelet_config(self) -> Path:
+        return self.root / "kubelet-config.yaml"
+
+
+def containerd_config(paths: NodePaths) -> str:
+    """containerd 1.6's config: own root, state and socket; the CRI plugin with runc,
+    overlayfs, the local sandbox image and this node's CNI folder.
+
+    ``restrict_oom_score_adj``: a negative ``oom_score_adj`` (the sandbox asks for -998)
+    is refused on these machines even for root, and runc then fails to start the pod."""
+    cri = 'plugins."io.containerd.grpc.v1.cri"'
+    return f"""version = 2
+root = "{paths.containerd_root}"
+state = "{paths.containerd_state}"
+
+[grpc]
+  address = "{paths.containerd_socket}"
+
+[ttrpc]
+  address = "{paths.containerd_socket}.ttrpc"
+
+[metrics]
+  address = ""
+
+[{cri}]
+  sandbox_image = "{SANDBOX_IMAGE}"
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+
+[{cri}.containerd]
+  snapshotter = "overlayfs"
+  default_runtime_name = "runc"
+
+[{cri}.containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+
+[{cri}.cni]
+  bin_dir = "{CNI_BIN_DIR}"
+  conf_dir = "{paths.cni_conf_dir}"
+"""
+
+
+def cni_network(name: str, bridge: str, subnet: str, ipam_dir: Path) -> dict[str, Any]:
+    """A ``bridge`` network with ``host-local`` addresses kept under ``ipam_dir``.
+
+    No masquerading and no gateway: pod traffic stays on the bridge and loopback, and the
+    host's IP forwarding is left as it is."""
+    return {
+        "cniVersion": "0.4.0",
+        "name": name,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": False,
+                "ipMasq": False,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": subnet}]],
+                    "dataDir": str(ipam_dir),
+                },
+            }
+        ],
+    }
+
+
+def kubelet_config(
+    paths: NodePaths,
+    cgroup_root: str,
+    port: int,
+    healthz_port: int,
+    tls_cert: Path,
+    tls_key: Path,
+) -> dict[str, Any]:
+    """The KubeletConfiguration: cgroupfs (no systemd here) under the node's own cgroup
+    ``cgroup_root``, containerd's socket, no
+    eviction or image garbage collection (the shared machine's disk is not this node's),
+    its API on loopback only."""
+    return {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "address": "127.0.0.1",
+        "port": port,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": healthz_port,
+        "tlsCertFile": str(tls_cert),
+        "tlsPrivateKeyFile": str(tls_key),
+        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True}},
+        "authorization": {"mode": "Webhook"},
+        "cgroupDriver": "cgroupfs",
+        "cgroupRoot": cgroup_root,
+        "containerRuntimeEndpoint": f"unix://{paths.containerd_socket}",
+        "failSwapOn": False,
+        "enforceNodeAllocatable": [],
+        "evictionHard": {},
+        "localStorageCapacityIsolation": False,
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        "serializeImagePulls": False,
+        "registerNode": True,
+        "podLogsDir": str(paths.pod_logs),
+    }
+
+
+def _tar_bytes(members: dict[str, tuple[bytes, int]]) -> bytes:
+    """An uncompressed tar of ``name -> (content, mode)`` with fixed times and owners."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, (content, mode) in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(content), mode
+            tar.addfile(info, io.BytesIO(content))
+    return out.getvalue()
+
+
+def _blob(data: bytes, media_type: str) -> tuple[dict[str, Any], str, bytes]:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    return {"mediaType": media_type, "digest": digest, "size": len(data)}, digest, data
+
+
+def sandbox_image_tar(pause_binary: Path, tag: str = SANDBOX_IMAGE) -> bytes:
+    """An OCI image-layout tarball of ``tag``: one layer with ``/pause`` as entrypoint,
+    for ``ctr images import`` (its name from the ``io.containerd.image.name`` note)."""
+    layer = _tar_bytes({"pause": (pause_binary.read_bytes(), 0o755)})
+    layer_digest = "sha256:" + hashlib.sha256(layer).hexdigest()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Entrypoint": ["/pause"], "User": "65535:65535"},
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        }
+    ).encode()
+    config_desc, _, _ = _blob(config, "application/vnd.oci.image.config.v1+json")
+    layer_desc, _, _ = _blob(layer, "application/vnd.oci.image.layer.v1.tar")
+    manifest = json.dumps(
+        {"schemaVersion": 2, "config": config_desc, "layers": [layer_desc]}
+    ).encode()
+    manifest_desc, _, _ = _blob(manifest, "application/vnd.oci.image.manifest.v1+json")
+    manifest_desc["platform"] = {"architecture": "amd64", "os": "linux"}
+    manifest_desc["annotations"] = {
+        "io.containerd.image.name": tag,
+        "org.opencontainers.image.ref.name": tag.rsplit(":", 1)[1],
+    }
+    index = json.dumps({"schemaVersion": 2, "manifests": [manifest_desc]}).encode()
+    members = {
+        "oci-layout": (b'{"imageLayoutVersion": "1.0.0"}', 0o644),
+        "index.json": (index, 0o644),
+    }
+    for data in (config, layer, manifest):
+        members["blobs/sha256/" + hashlib.sha256(data).hexdigest()] = (data, 0o644)
+    return _tar_bytes(members)
