@@ -67,11 +67,12 @@ def missing_tools() -> list[str]:
     return missing
 
 
-def mounts_under(root: Path) -> list[str]:
-    """Mount points at or below ``root``, deepest first (from /proc/self/mountinfo)."""
+def mounts_under(root: Path, pid: int | str = "self") -> list[str]:
+    """Mount points at or below ``root`` in the mount namespace of ``pid``, deepest first
+    (from /proc/<pid>/mountinfo)."""
     prefix = str(root)
     points = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
         point = line.split()[4].replace("\\040", " ")
         if point == prefix or point.startswith(prefix + "/"):
             points.append(point)
@@ -210,6 +211,12 @@ class RealNode:
                 self._delete_pods(timeout)
         if self.device_plugin is not None:
             self.device_plugin.stop(grace=5.0)
+        # The sandboxes' network namespaces are mounted in the node's mount namespace only.
+        sandboxes: set[str] = set()
+        if self.children and self.containerd.running():
+            with contextlib.suppress(OSError):
+                points = mounts_under(NETNS_DIR, self.containerd.pid)
+                sandboxes = {Path(p).name for p in points if Path(p).parent == NETNS_DIR}
         for child in reversed(self.children):
             child.stop(grace=15.0)
         self.children.clear()
@@ -228,7 +235,7 @@ class RealNode:
             subprocess.run(["umount", "-l", point], check=False, capture_output=True)
         # Network namespaces the kubelet did not tear down: those of the node's sandboxes.
         for name in _netns_names():
-            if _netns_inode(NETNS_DIR / name) in netns:
+            if name in sandboxes or _netns_inode(NETNS_DIR / name) in netns:
                 subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
         subprocess.run(["ip", "link", "delete", self.bridge], check=False, capture_output=True)
         for top in tops:
