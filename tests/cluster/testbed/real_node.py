@@ -79,6 +79,17 @@ def mounts_under(root: Path, pid: int | str = "self") -> list[str]:
     return sorted(points, key=len, reverse=True)
 
 
+def _mounted_in_any_namespace(point: Path) -> bool:
+    """Whether some process's mount namespace has a mount at ``point`` (another real node
+    using it as its mount point: removing the folder would detach that mount)."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if str(point) in mounts_under(point, proc.name):
+                    return True
+    return False
+
+
 def _netns_names() -> set[str]:
     return {p.name for p in NETNS_DIR.iterdir()} if NETNS_DIR.is_dir() else set()
 
@@ -243,7 +254,7 @@ class RealNode:
         if self.made_log_links_dir:
             with contextlib.suppress(OSError):
                 CONTAINER_LOG_LINKS.rmdir()  # only when empty
-        if self.made_device_plugin_dir:
+        if self.made_device_plugin_dir and not _mounted_in_any_namespace(DEVICE_PLUGIN_DIR):
             for folder in (DEVICE_PLUGIN_DIR, DEVICE_PLUGIN_DIR.parent):
                 with contextlib.suppress(OSError):
                     folder.rmdir()  # only when empty
