@@ -4,6 +4,7 @@
 #   kube-apiserver, kube-scheduler, kube-controller-manager (one wrapper module requiring
 #   k8s.io/kubernetes with a replace list generated from its go.mod, version ldflags),
 #   kubelet for the real node (its own wrapper module, same replace list and ldflags),
+#   the real node's nvidia.com/gpu device plugin test double (own module, k8s.io/kubelet),
 #   kwok (go install) plus its Stage YAMLs,
 #   the Kubeflow training operator v1 (go install; only for the tests that run real jobs).
 # Results are cached outside the repository in $GPUHUB_CACHE/k8s/<name>-<version>/ and
@@ -104,6 +105,26 @@ build_kubernetes() { build_k8s kubernetes "kube-apiserver, kube-scheduler, kube-
 # binaries are not rebuilt when it changes.
 build_kubelet() { build_k8s kubelet kubelet; }
 
+# The real node's nvidia.com/gpu device plugin (go/gpu-device-plugin): its own module
+# requiring k8s.io/kubelet at the staging version of K8S_VERSION, its own folder.
+build_gpu_device_plugin() {
+  local version="v0.${K8S_VERSION#v1.}" dir key
+  dir="$CACHE/gpu-device-plugin-$version"
+  key="$(stamp gpu-device-plugin "$version")"
+  is_built "$dir" "$key" && return 0
+  log "building the GPU device plugin (k8s.io/kubelet $version) into $dir"
+  rm -rf "$dir"; mkdir -p "$dir/src" "$dir/bin"
+  cp "$HERE/go/gpu-device-plugin/main.go" "$dir/src/"
+  (
+    cd "$dir/src"
+    go mod init gpuhub.local/testbed/gpu-device-plugin >/dev/null 2>&1
+    go mod edit -go=1.24.0 -require="k8s.io/kubelet@$version"
+    go mod tidy >/dev/null
+    go build -trimpath -ldflags "-s -w" -o "$dir/bin/gpu-device-plugin" .
+  )
+  echo "$key" > "$dir/.complete"
+}
+
 # The real node also needs containerd, runc and the CNI plugins: Debian's packages, installed
 # as root when missing (without root the real-node tests report what is missing).
 node_tools() {
@@ -155,5 +176,6 @@ build_etcd
 build_kwok
 build_kubernetes
 build_kubelet
+build_gpu_device_plugin
 build_training_operator
 node_tools

@@ -95,3 +95,13 @@ def kubelet_binaries() -> tuple[Path, Path]:
     if missing:
         raise BinariesMissing(f"run {SETUP_SCRIPT} first; missing: {', '.join(missing)}")
     return found
+
+
+def gpu_device_plugin_binary() -> Path:
+    """The real node's ``nvidia.com/gpu`` device plugin that setup.sh builds;
+    :class:`BinariesMissing` when absent."""
+    version = "v0." + _default_version("K8S_VERSION").removeprefix("v1.")
+    path = cache_dir() / f"gpu-device-plugin-{version}" / "bin" / "gpu-device-plugin"
+    if not path.exists():
+        raise BinariesMissing(f"run {SETUP_SCRIPT} first; missing: {path}")
+    return path

@@ -1,11 +1,17 @@
-"""A real node: the real kubelet with its own containerd, runc and a CNI bridge.
+"""A real node: the real kubelet with its own containerd, runc and a CNI bridge, and
+optionally ``nvidia.com/gpu`` from a device plugin test double (no GPUs behind it).
 
 Everything lives under the node's folder (containerd's root, state and socket, the CNI
 config and address leases, the kubelet's root).  Its bridge has a name and a /24 of its
-own.  :meth:`RealNode.stop` deletes the node's pods, stops the kubelet and containerd by
-PID, kills what outlived them (processes in the node's cgroups, containerd's shims),
-unmounts what is still mounted under
-the folder and deletes the bridge, the network namespaces and the cgroups the node made.
+own.  containerd and the kubelet share a mount namespace of their own, in which the
+node's ``device-plugins`` folder is mounted over the kubelet's fixed
+``/var/lib/kubelet/device-plugins`` (so nodes on one machine do not share it); their
+other mounts stay in that namespace too and go with it.
+
+:meth:`RealNode.stop` deletes the node's pods, stops the device plugin, the kubelet and
+containerd by PID, kills what outlived them (processes in the node's cgroups,
+containerd's shims), unmounts what is still mounted under the folder and deletes the
+bridge, the network namespaces and the cgroups the node made.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +32,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from .binaries import BinariesMissing, kubelet_binaries
+from .binaries import BinariesMissing, gpu_device_plugin_binary, kubelet_binaries
 from .pki import CertPair, make_serving_cert
 from .ports import free_port, wait_until
 from .process_node import node_ready
@@ -33,9 +40,12 @@ from .processes import Child, pid_alive, spawn
 from .real_node_files import (
     CNI_BIN_DIR,
     CNI_PLUGINS,
+    DEVICE_PLUGIN_DIR,
+    GPU_RESOURCE,
     NodePaths,
     cni_network,
     containerd_config,
+    gpu_labels,
     kubelet_config,
     sandbox_image_tar,
 )
@@ -49,22 +59,35 @@ CONTAINER_LOG_LINKS = Path("/var/log/containers")
 
 def missing_tools() -> list[str]:
     """What the real node needs and this machine lacks (see tests/cluster/setup.sh)."""
-    missing = [tool for tool in ("containerd", "runc", "ctr", "ip") if shutil.which(tool) is None]
+    tools = ("containerd", "runc", "ctr", "ip", "unshare", "nsenter")
+    missing = [tool for tool in tools if shutil.which(tool) is None]
     missing += [str(CNI_BIN_DIR / p) for p in CNI_PLUGINS if not (CNI_BIN_DIR / p).exists()]
     if os.geteuid() != 0:
         missing.append("root (containerd, runc and the CNI plugins need it)")
     return missing
 
 
-def mounts_under(root: Path) -> list[str]:
-    """Mount points at or below ``root``, deepest first (from /proc/self/mountinfo)."""
+def mounts_under(root: Path, pid: int | str = "self") -> list[str]:
+    """Mount points at or below ``root`` in the mount namespace of ``pid``, deepest first
+    (from /proc/<pid>/mountinfo)."""
     prefix = str(root)
     points = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
         point = line.split()[4].replace("\\040", " ")
         if point == prefix or point.startswith(prefix + "/"):
             points.append(point)
     return sorted(points, key=len, reverse=True)
+
+
+def _mounted_in_any_namespace(point: Path) -> bool:
+    """Whether some process's mount namespace has a mount at ``point`` (another real node
+    using it as its mount point: removing the folder would detach that mount)."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if str(point) in mounts_under(point, proc.name):
+                    return True
+    return False
 
 
 def _netns_names() -> set[str]:
@@ -153,6 +176,9 @@ class RealNode:
     cgroup_root: str = ""
     children: list[Child] = field(default_factory=list)
     made_log_links_dir: bool = False
+    made_device_plugin_dir: bool = False
+    gpu_ids: list[str] = field(default_factory=list)
+    device_plugin: Child | None = None
 
     @property
     def containerd(self) -> Child:
@@ -170,6 +196,15 @@ class RealNode:
         """``ctr images import`` of a ``docker save`` or OCI-layout tarball (unpacked)."""
         self.ctr("images", "import", str(tarball))
 
+    def gpu_allocations(self) -> list[list[str]]:
+        """The device IDs the device plugin handed out, one list per container, in order
+        (its ``allocate`` log lines)."""
+        if self.device_plugin is None:
+            return []
+        lines = self.device_plugin.log_path.read_text(errors="replace").splitlines()
+        marker = " allocate "
+        return [line.split(marker, 1)[1].split(",") for line in lines if marker in line]
+
     def bridge_ports(self) -> list[str]:
         """The interfaces attached to this node's bridge (one veth per running pod)."""
         out = subprocess.run(
@@ -185,6 +220,14 @@ class RealNode:
         with contextlib.suppress(Exception):
             if self.children and self.children[-1].running():
                 self._delete_pods(timeout)
+        if self.device_plugin is not None:
+            self.device_plugin.stop(grace=5.0)
+        # The sandboxes' network namespaces are mounted in the node's mount namespace only.
+        sandboxes: set[str] = set()
+        if self.children and self.containerd.running():
+            with contextlib.suppress(OSError):
+                points = mounts_under(NETNS_DIR, self.containerd.pid)
+                sandboxes = {Path(p).name for p in points if Path(p).parent == NETNS_DIR}
         for child in reversed(self.children):
             child.stop(grace=15.0)
         self.children.clear()
@@ -203,7 +246,7 @@ class RealNode:
             subprocess.run(["umount", "-l", point], check=False, capture_output=True)
         # Network namespaces the kubelet did not tear down: those of the node's sandboxes.
         for name in _netns_names():
-            if _netns_inode(NETNS_DIR / name) in netns:
+            if name in sandboxes or _netns_inode(NETNS_DIR / name) in netns:
                 subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
         subprocess.run(["ip", "link", "delete", self.bridge], check=False, capture_output=True)
         for top in tops:
@@ -211,6 +254,10 @@ class RealNode:
         if self.made_log_links_dir:
             with contextlib.suppress(OSError):
                 CONTAINER_LOG_LINKS.rmdir()  # only when empty
+        if self.made_device_plugin_dir and not _mounted_in_any_namespace(DEVICE_PLUGIN_DIR):
+            for folder in (DEVICE_PLUGIN_DIR, DEVICE_PLUGIN_DIR.parent):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only when empty
         with contextlib.suppress(ApiException):
             self.core.delete_node(self.name)
 
@@ -240,29 +287,42 @@ def start_real_node(
     name: str | None = None,
     labels: dict[str, str] | None = None,
     timeout: float = 120.0,
+    gpus: int = 0,
+    gpu_product: str = "NVIDIA-A100-SXM4-80GB",
 ) -> RealNode:
-    """Start containerd and the kubelet for a new node and wait until it is Ready.
+    """Start containerd and the kubelet for a new node and wait until it is Ready; with
+    ``gpus``, also the device plugin with that many ``GPU-<uuid>`` devices, the node
+    labelled like GPU Feature Discovery labels a node of ``gpu_product``, and wait until
+    the node's allocatable ``nvidia.com/gpu`` is ``gpus``.
 
     :class:`BinariesMissing` when the kubelet or a tool is missing (run setup.sh)."""
     kubelet, pause = kubelet_binaries()
+    plugin = gpu_device_plugin_binary() if gpus else None
     missing = missing_tools()
     if missing:
         raise BinariesMissing(f"the real node needs: {', '.join(missing)}")
     suffix = secrets.token_hex(4)
     name = name or f"real-node-{suffix}"
     paths = NodePaths(workdir / name)
-    for folder in (paths.containerd_root, paths.containerd_state, paths.cni_conf_dir):
+    for folder in (
+        paths.containerd_root,
+        paths.containerd_state,
+        paths.cni_conf_dir,
+        paths.device_plugins,
+    ):
         folder.mkdir(parents=True, exist_ok=True)
-    labels = {REAL_NODE_LABEL: name, **(labels or {})}
+    node_labels = {REAL_NODE_LABEL: name, **(gpu_labels(gpu_product, gpus) if gpus else {})}
+    node_labels.update(labels or {})
     node = RealNode(
         name,
         paths,
         f"ghrn{suffix}",
         _free_subnet(),
         core,
-        labels,
+        node_labels,
         cgroup_root=f"/gpuhub-{name}",
         made_log_links_dir=not CONTAINER_LOG_LINKS.exists(),
+        made_device_plugin_dir=not DEVICE_PLUGIN_DIR.parent.exists(),
     )
     logs = workdir / "logs"
     try:
@@ -283,20 +343,45 @@ def start_real_node(
                 raise
 
         wait_until(ready, timeout, f"real node {name} Ready", interval=0.5)
+        if plugin is not None:
+            _start_device_plugin(node, plugin, gpus, logs / f"{name}-gpu-device-plugin.log")
+            wait_until(
+                lambda: _allocatable_gpus(core, name) == gpus,
+                timeout,
+                f"{GPU_RESOURCE} {gpus} allocatable on {name}",
+                interval=0.5,
+            )
     except BaseException:
         node.stop()
         raise
     return node
 
 
+def _allocatable_gpus(core: client.CoreV1Api, name: str) -> int:
+    allocatable = core.read_node(name).status.allocatable or {}
+    return int(allocatable.get(GPU_RESOURCE, "0"))
+
+
 def _start_containerd(node: RealNode, log: Path) -> None:
+    """containerd in a new mount namespace (private propagation) that has the node's
+    ``device-plugins`` folder mounted over :data:`DEVICE_PLUGIN_DIR`."""
     paths = node.paths
     paths.containerd_config.write_text(containerd_config(paths))
     network = cni_network(f"gpuhub-{node.name}", node.bridge, node.subnet, paths.cni_ipam_dir)
     (paths.cni_conf_dir / "10-gpuhub.conflist").write_text(json.dumps(network, indent=2))
-    child = spawn(
-        f"containerd-{node.name}", ["containerd", "--config", str(paths.containerd_config)], log
-    )
+    DEVICE_PLUGIN_DIR.mkdir(parents=True, exist_ok=True)  # the mount point
+    argv = [
+        "unshare",
+        "--mount",
+        "--propagation=private",
+        "sh",
+        "-c",
+        'mount --bind "$0" "$1" && exec containerd --config "$2"',
+        str(paths.device_plugins),
+        str(DEVICE_PLUGIN_DIR),
+        str(paths.containerd_config),
+    ]
+    child = spawn(f"containerd-{node.name}", argv, log)
     node.children.append(child)
 
     def answers() -> bool:
@@ -318,7 +403,11 @@ def _start_kubelet(
         folder.mkdir(exist_ok=True)
     config = kubelet_config(paths, node.cgroup_root, free_port(), free_port(), cert.cert, cert.key)
     paths.kubelet_config.write_text(yaml.safe_dump(config, sort_keys=False))
+    # in containerd's mount namespace: both see the pods' volumes the kubelet mounts
     argv = [
+        "nsenter",
+        f"--mount=/proc/{node.containerd.pid}/ns/mnt",
+        "--",
         str(kubelet),
         f"--config={paths.kubelet_config}",
         f"--kubeconfig={kubeconfig}",
@@ -330,6 +419,20 @@ def _start_kubelet(
         "--v=2",
     ]
     node.children.append(spawn(f"kubelet-{node.name}", argv, log))
+
+
+def _start_device_plugin(node: RealNode, plugin: Path, gpus: int, log: Path) -> None:
+    """The device plugin on the node's ``device-plugins`` folder (the same folder the
+    kubelet sees at :data:`DEVICE_PLUGIN_DIR`), ``gpus`` devices named like NVIDIA's
+    plugin names them by default (``GPU-<uuid>``)."""
+    node.gpu_ids = [f"GPU-{uuid.uuid4()}" for _ in range(gpus)]
+    argv = [
+        str(plugin),
+        f"-device-plugin-dir={node.paths.device_plugins}",
+        f"-device-ids={','.join(node.gpu_ids)}",
+        f"-resource-name={GPU_RESOURCE}",
+    ]
+    node.device_plugin = spawn(f"gpu-device-plugin-{node.name}", argv, log)
 
 
 __all__ = ["REAL_NODE_LABEL", "RealNode", "missing_tools", "start_real_node"]

@@ -14,6 +14,11 @@ from typing import Any
 CNI_BIN_DIR = Path("/usr/lib/cni")
 CNI_PLUGINS = ("bridge", "host-local", "loopback")
 SANDBOX_IMAGE = "gpuhub.local/testbed/pause:1"
+#: The kubelet's device manager listens here whatever its ``--root-dir`` (pluginapi.KubeletSocket)
+DEVICE_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
+GPU_RESOURCE = "nvidia.com/gpu"
+#: The NVIDIA driver the real node's GPU Feature Discovery labels claim (an R580 release)
+GPU_DRIVER = "580.95.05"
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,12 @@ class NodePaths:
     @property
     def cni_ipam_dir(self) -> Path:
         return self.root / "cni" / "ipam"
+
+    @property
+    def device_plugins(self) -> Path:
+        """Mounted over the kubelet's fixed device-plugin folder in the node's mount
+        namespace (:data:`DEVICE_PLUGIN_DIR`)."""
+        return self.root / "device-plugins"
 
     @property
     def kubelet_root(self) -> Path:
@@ -210,3 +221,18 @@ def sandbox_image_tar(pause_binary: Path, tag: str = SANDBOX_IMAGE) -> bytes:
     for data in (config, layer, manifest):
         members["blobs/sha256/" + hashlib.sha256(data).hexdigest()] = (data, 0o644)
     return _tar_bytes(members)
+
+
+def gpu_labels(product: str, count: int, driver: str = GPU_DRIVER) -> dict[str, str]:
+    """The GPU Feature Discovery labels of a node with ``count`` GPUs of ``product``
+    (the ones gpuhub's placement reads: product and driver version)."""
+    major, minor, revision = driver.split(".")
+    return {
+        "nvidia.com/gpu.present": "true",
+        "nvidia.com/gpu.product": product,
+        "nvidia.com/gpu.count": str(count),
+        "nvidia.com/cuda.driver-version.major": major,
+        "nvidia.com/cuda.driver-version.minor": minor,
+        "nvidia.com/cuda.driver-version.revision": revision,
+        "nvidia.com/cuda.driver-version.full": driver,
+    }
