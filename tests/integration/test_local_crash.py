@@ -117,17 +117,25 @@ def unexpected_hub_errors(hub: Hub) -> list[str]:
 
 
 def exception_line(block: str) -> str:
-    """The exception a logged traceback ends with: the first line after the block's last
-    ``Traceback`` header that is indented no deeper than that header ("" when the block
-    holds no traceback).  Tornado's log formatter indents every line of a record after
-    the first, so the header and the exception line share an indent, frames go deeper."""
+    """The exception a logged traceback ends with, read in the block's own log record.
+
+    Tornado's log formatter indents every line of a record after the first, so the record
+    ends at the next unindented line (the single-user servers' and the proxy's records
+    share the hub's log and may carry tracebacks of their own).  In the record, the last
+    ``Traceback`` header (the end of an exception chain) is followed by frames indented
+    deeper and the exception line at the header's own indent ("" when there is none)."""
     lines = block.splitlines()
-    starts = [i for i, ln in enumerate(lines) if ln.lstrip().startswith("Traceback (most recent")]
+    record = lines[:1]
+    for ln in lines[1:]:
+        if ln.strip() and not ln[0].isspace():
+            break
+        record.append(ln)
+    starts = [i for i, ln in enumerate(record) if ln.lstrip().startswith("Traceback (most recent")]
     if not starts:
         return ""
-    header = lines[starts[-1]]
+    header = record[starts[-1]]
     indent = len(header) - len(header.lstrip())
-    for ln in lines[starts[-1] + 1 :]:
+    for ln in record[starts[-1] + 1 :]:
         if ln.strip() and len(ln) - len(ln.lstrip()) <= indent:
             return ln.strip()
     return ""
@@ -292,13 +300,21 @@ def test_exception_line_reads_the_hub_log_format():
     log.addHandler(handler)
     log.propagate = False
     try:
-        raise RuntimeError("u4 pending check")
+        try:
+            raise KeyError("cause")
+        except KeyError as e:
+            raise RuntimeError("u4 pending check") from e
     except RuntimeError:
         log.error("Uncaught exception DELETE /hub/api/users/u4/server", exc_info=True)
-    finally:
-        log.removeHandler(handler)
+    # a single-user server's record after it, with a traceback of its own
+    try:
+        raise ConnectionRefusedError("hub is down")
+    except ConnectionRefusedError:
+        log.error("Error connecting to the hub", exc_info=True)
+    log.removeHandler(handler)
     text = stream.getvalue()
     assert "\n    Traceback (most recent call last):" in text, text
     block = text.split("Uncaught exception")[1]
+    assert "ConnectionRefusedError" in block
     assert exception_line(block) == "RuntimeError: u4 pending check"
     assert exception_line("no traceback here") == ""
