@@ -265,6 +265,45 @@ def test_process_node_resolves_service_names_in_env(
     assert process_node.logs(namespace, "client").split() == [server_ip, "not-a-service"]
 
 
+def test_process_node_waits_for_the_master_service_created_after_the_pod(
+    k8s_cluster: Cluster, process_node: ProcessNode, namespace: str
+) -> None:
+    """The training operator creates the master's Service beside the pods, in no fixed
+    order: a container whose ``MASTER_ADDR`` names a Service that does not exist yet waits
+    for it (with DNS the name would resolve once it exists), then gets its pod's IP."""
+    core = k8s_cluster.core
+    script = "import os; print(os.environ['MASTER_ADDR'])"
+    core.create_namespaced_pod(
+        namespace,
+        process_pod(
+            "rank1",
+            process_node,
+            [sys.executable, "-c", script],
+            env=[{"name": "MASTER_ADDR", "value": "late-master"}],
+        ),
+    )
+    wait_pod(core, "rank1", namespace, lambda p: p.status.pod_ip, "has an IP")
+    master = process_pod(
+        "rank0", process_node, [sys.executable, "-c", "import time; time.sleep(60)"]
+    )
+    master["metadata"]["labels"] = {"app": "late-master"}
+    core.create_namespaced_pod(namespace, master)
+    core.create_namespaced_service(
+        namespace,
+        {
+            "metadata": {"name": "late-master"},
+            "spec": {
+                "clusterIP": "None",
+                "selector": {"app": "late-master"},
+                "ports": [{"port": 80}],
+            },
+        },
+    )
+    wait_pod(core, "rank1", namespace, lambda p: p.status.phase == "Succeeded", "Succeeded")
+    master_ip = core.read_namespaced_pod("rank0", namespace).status.pod_ip
+    assert process_node.logs(namespace, "rank1").split() == [master_ip]
+
+
 def test_process_node_logs_follow_until_exit(
     k8s_cluster: Cluster, process_node: ProcessNode, namespace: str
 ) -> None:

@@ -36,6 +36,13 @@ from .processes import _die_with_parent
 #: stand-in for a DNS record appearing); it then starts with the name unresolved.
 SERVICE_WAIT_SECONDS = 120.0
 
+#: Env variables that always name a Service, which may not exist yet when the container
+#: starts: the training operator sets ``MASTER_ADDR`` to the master's Service and creates
+#: that Service beside the pods, in no fixed order.  With real DNS the name resolves once the
+#: Service exists (torch's store client retries); here the env is fixed at start, so the
+#: container waits for that Service too (until :data:`SERVICE_WAIT_SECONDS`).
+SERVICE_ENV = ("MASTER_ADDR",)
+
 
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -252,7 +259,8 @@ class PodRuntime:
         found = self.services(namespace, candidates, self.uid)
         if c.service_deadline is None:
             c.service_deadline = now + SERVICE_WAIT_SECONDS
-        if any(ip is None for ip in found.values()) and now < c.service_deadline:
+        missing = {env[k] for k in SERVICE_ENV if env.get(k) in candidates} - found.keys()
+        if (missing or any(ip is None for ip in found.values())) and now < c.service_deadline:
             return None
         return resolve_services(env, found)
 
