@@ -23,8 +23,9 @@ from testbed.ports import wait_until
 pytestmark = pytest.mark.cluster
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "helm-values" / "manifests"
-# Kueue v0.13 serves (and stores) kueue.x-k8s.io/v1beta1; v0.15+ adds v1beta2.
-KUEUE = "sigs.k8s.io/kueue@v0.13.4"
+# Kueue v0.17.0 (served by the module proxy since 2026-12-01) still serves
+# kueue.x-k8s.io/v1beta1, the version helm-values/manifests/kueue.yaml is written in.
+KUEUE = "sigs.k8s.io/kueue@v0.17.0"
 KUEUE_CRDS = "config/components/crd/bases"
 
 
@@ -219,8 +220,9 @@ def kueue_crds(k8s_cluster: Cluster) -> list[str]:
     try:
         return install_crds(k8s_cluster, KUEUE, KUEUE_CRDS)
     except RuntimeError as error:
-        # the module proxy of this machine refuses sigs.k8s.io/kueue (tests/cluster/README.md)
-        if "403" in str(error) or "not available" in str(error):
+        # a module proxy that refuses sigs.k8s.io/kueue (tests/cluster/README.md)
+        refused = "403" in str(error) or "not available" in str(error)
+        if refused and os.environ.get("GPUHUB_CLUSTER_REQUIRED") != "1":
             pytest.skip(f"Kueue's CRDs cannot be downloaded here: {error}")
         raise
 
