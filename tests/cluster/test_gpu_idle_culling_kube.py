@@ -260,7 +260,8 @@ def test_idle_gpu_server_is_warned_then_stopped_busy_one_kept_on_kubernetes(
     assert [(c["server"], c["action"], c["gpus"], c["gpu_type"]) for c in culled] == [
         ("", "stop", 1, "a100")
     ]
-    assert mine("alice") is None
+    # the monitor drops her holding once its own pod watch has seen the deletion
+    wait_for("alice's server gone from the monitor", lambda: mine("alice") is None, hub)
 
     # bob's busy server is kept: measured busy and never warned while the monitor watches
     # it for longer than the idle limit, still running after
