@@ -84,6 +84,23 @@ def spawn_times(hub: Hub, user: str, token: str, options: dict | None) -> tuple[
         time.sleep(0.05)
 
 
+def side_by_side(tmp: str) -> tuple[Hub, Hub]:
+    """gpuhub's hub and the baseline (JupyterHub's ``SimpleLocalProcessSpawner``, same
+    config and proxy) in folders under ``tmp``; neither started."""
+    gpuhub = Hub(Path(tmp) / "gpuhub", CONFIG)
+    plain = Hub(
+        Path(tmp) / "plain",
+        CONFIG,
+        extra_args=[
+            "--JupyterHub.spawner_class=simple",
+            f"--SimpleLocalProcessSpawner.home_dir_template={tmp}/plain/users/{{username}}",
+            "--SimpleLocalProcessSpawner.args=['--allow-root']",
+            "--SimpleLocalProcessSpawner.default_url=/lab",
+        ],
+    )
+    return gpuhub, plain
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=10)
@@ -91,17 +108,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o711)  # users' accounts pass through to their homes
-        gpuhub = Hub(Path(tmp) / "gpuhub", CONFIG)
-        plain = Hub(
-            Path(tmp) / "plain",
-            CONFIG,
-            extra_args=[
-                "--JupyterHub.spawner_class=simple",
-                f"--SimpleLocalProcessSpawner.home_dir_template={tmp}/plain/users/{{username}}",
-                "--SimpleLocalProcessSpawner.args=['--allow-root']",
-                "--SimpleLocalProcessSpawner.default_url=/lab",
-            ],
-        )
+        gpuhub, plain = side_by_side(tmp)
         try:
             gpuhub.start()
             plain.start()

@@ -29,9 +29,9 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 from kernelrun import Kernel  # noqa: E402
+from spawn_time import side_by_side  # noqa: E402
 
 from hubproc import Hub, auth  # noqa: E402
-from localconfig import CONFIG  # noqa: E402
 
 CODE = "import os; print(os.environ.get('CUDA_VISIBLE_DEVICES'))"
 
@@ -71,17 +71,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o711)  # users' accounts pass through to their homes
-        gpuhub = Hub(Path(tmp) / "gpuhub", CONFIG)
-        plain = Hub(
-            Path(tmp) / "plain",
-            CONFIG,
-            extra_args=[
-                "--JupyterHub.spawner_class=simple",
-                f"--SimpleLocalProcessSpawner.home_dir_template={tmp}/plain/users/{{username}}",
-                "--SimpleLocalProcessSpawner.args=['--allow-root']",
-                "--SimpleLocalProcessSpawner.default_url=/lab",
-            ],
-        )
+        gpuhub, plain = side_by_side(tmp)
         ready: dict[str, list[float]] = {"gpuhub": [], "plain": []}
         kernel: dict[str, list[float]] = {"gpuhub": [], "plain": []}
         try:
