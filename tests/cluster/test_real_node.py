@@ -72,6 +72,16 @@ def _state() -> dict[str, set[str]]:
     }
 
 
+def assert_nothing_left(node: Any, before: dict[str, Any]) -> None:
+    """After ``node.stop()``: none of its mounts, its bridge, its sandboxes' network
+    namespaces (``before``: :func:`_state` before it started) or its cgroups remain."""
+    after = _state()
+    assert mounts_under(node.paths.root) == []
+    assert node.bridge not in after["links"]
+    assert after["netns"] - before["netns"] == set()
+    assert [d for d in cgroup_dirs(node.cgroup_root) if d.exists()] == []
+
+
 @pytest.fixture(scope="module")
 def real_node(
     k8s_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
@@ -91,11 +101,7 @@ def real_node(
         yield node, before
     finally:
         node.stop()
-    after = _state()
-    assert mounts_under(node.paths.root) == []
-    assert node.bridge not in after["links"]
-    assert after["netns"] - before["netns"] == set()
-    assert [d for d in cgroup_dirs(node.cgroup_root) if d.exists()] == []
+    assert_nothing_left(node, before)
 
 
 def _image_tarball(dest: Path) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from test_real_node import _missing, _shipped_values, _state
+from test_real_node import _missing, _shipped_values, _state, assert_nothing_left
 from traitlets.config.loader import PyFileConfigLoader
 
 from gpuhub.config import parse_config
@@ -30,7 +30,7 @@ from gpuhub.kube.objects import PodRequest, merge_into_template, pod_parts
 from gpuhub.profiles import validate_options
 from testbed import BinariesMissing, Cluster
 from testbed.ports import wait_until
-from testbed.real_node import REAL_NODE_LABEL, RealNode, cgroup_dirs, mounts_under, start_real_node
+from testbed.real_node import REAL_NODE_LABEL, RealNode, start_real_node
 from testbed.real_node_files import DEVICE_PLUGIN_DIR, SANDBOX_IMAGE
 
 pytestmark = pytest.mark.cluster
@@ -76,11 +76,7 @@ def gpu_node(k8s_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> 
         yield node
     finally:
         node.stop()
-    after = _state()
-    assert mounts_under(node.paths.root) == []
-    assert node.bridge not in after["links"]
-    assert after["netns"] - before["netns"] == set()
-    assert [d for d in cgroup_dirs(node.cgroup_root) if d.exists()] == []
+    assert_nothing_left(node, before)
     assert node.device_plugin is not None and not node.device_plugin.running()
     assert DEVICE_PLUGIN_DIR.parent.exists() == plugin_dir_existed
 
