@@ -17,6 +17,7 @@ bridge, the network namespaces and the cgroups the node made.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import random
@@ -179,6 +180,11 @@ class RealNode:
     made_device_plugin_dir: bool = False
     gpu_ids: list[str] = field(default_factory=list)
     device_plugin: Child | None = None
+
+    @property
+    def gateway(self) -> str:
+        """The bridge's own address on the host: what pods reach the host's services at."""
+        return str(ipaddress.ip_network(self.subnet)[1])
 
     @property
     def containerd(self) -> Child:

@@ -112,8 +112,10 @@ state = "{paths.containerd_state}"
 def cni_network(name: str, bridge: str, subnet: str, ipam_dir: Path) -> dict[str, Any]:
     """A ``bridge`` network with ``host-local`` addresses kept under ``ipam_dir``.
 
-    No masquerading and no gateway: pod traffic stays on the bridge and loopback, and the
-    host's IP forwarding is left as it is."""
+    The bridge is the pods' gateway (it holds the subnet's first address on the host), so
+    pods reach what the host serves on that address: the hub, its API and cluster DNS, as in
+    a cluster where the hub answers on the node network.  No masquerading: nothing is routed
+    beyond the host, and the host's IP forwarding is left as it is."""
     return {
         "cniVersion": "0.4.0",
         "name": name,
@@ -121,7 +123,7 @@ def cni_network(name: str, bridge: str, subnet: str, ipam_dir: Path) -> dict[str
             {
                 "type": "bridge",
                 "bridge": bridge,
-                "isGateway": False,
+                "isGateway": True,
                 "ipMasq": False,
                 "hairpinMode": True,
                 "ipam": {
