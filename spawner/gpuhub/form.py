@@ -12,7 +12,7 @@ import jinja2
 
 from .model import GpuhubConfig, Profile
 from .profiles import OPTION_KEYS, chargeable_groups, default_profile, visible_profiles
-from .startoptions import SAVE_KEY, describe
+from .startoptions import FORGET, SAVE_KEY, describe
 
 
 @cache
@@ -38,7 +38,7 @@ def render_form(
 ) -> str:
     """HTML of the form for a member of ``groups``; ``previous`` pre-selects a profile;
     ``notice`` is shown above the profiles (e.g. why the last server ended); ``saved``
-    is the user's saved default for VS Code and API starts, shown beside its checkbox."""
+    is the user's saved default for VS Code and API starts, shown with keep / replace / forget."""
     visible = visible_profiles(config, groups)
     by_slug = {p["slug"]: p for p in avail.get("profiles", [])}
     prev_slug = (previous or {}).get("profile")
@@ -52,6 +52,7 @@ def render_form(
             selected=chosen.slug if chosen else "",
             notice=notice,
             save_key=SAVE_KEY,
+            forget=FORGET,
             saved=describe(saved) if saved else "",
             data_json=jinja2.utils.markupsafe.Markup(_json_for_script(avail)),
         )
@@ -81,14 +82,15 @@ def options_from_form(formdata: Mapping[str, list[str]]) -> dict[str, str]:
 
     Only the chosen profile's fields are read; a field left empty (the group's "first
     group with room") is left out, never sent as ``""`` (which validation refuses).
-    The "Use these options for VS Code and API starts" checkbox adds
-    :data:`~gpuhub.startoptions.SAVE_KEY`.  Values are *not* trusted here: the spawner
-    validates them in ``start()``.
+    The "Use these options for VS Code and API starts" choice adds
+    :data:`~gpuhub.startoptions.SAVE_KEY` ``"on"``, "Forget it" adds ``"forget"``.
+    Values are *not* trusted here: the spawner validates them in ``start()``.
     """
     profile = (formdata.get("profile") or [""])[0]
     options = {"profile": profile} if profile else {}
-    if profile and (formdata.get(SAVE_KEY) or [""])[0] == "on":
-        options[SAVE_KEY] = "on"
+    save = (formdata.get(SAVE_KEY) or [""])[0]
+    if profile and save in ("on", FORGET):
+        options[SAVE_KEY] = save
     for key in OPTION_KEYS:
         if key == "profile" or not profile:
             continue

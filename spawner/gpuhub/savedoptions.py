@@ -56,6 +56,10 @@ class SavedOptions:
         """Keep ``options`` for ``user`` in memory; :meth:`flush` writes the file."""
         self._load()[user] = dict(options)
 
+    def forget(self, user: str) -> None:
+        """Drop ``user``'s saved options in memory; :meth:`flush` writes the file."""
+        self._load().pop(user, None)
+
     def _write(self) -> None:
         with self._lock:
             data = json.dumps(self._load(), indent=1, sort_keys=True)

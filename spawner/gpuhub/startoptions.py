@@ -4,8 +4,9 @@ current groups.
 
 The VS Code JupyterHub extension, the admin page and most API clients start a server
 with no options.  A user may save a default for such starts (the spawn form's "Use these
-options for VS Code and API starts", or ``"save_default": true`` in an API start); an
-empty start then uses it, validated like any untrusted request, so a default saved while
+options for VS Code and API starts", or ``"save_default": true`` in an API start) and
+forget it again (the form's "Forget it", or ``"save_default": "forget"``); an empty start
+then uses it, validated like any untrusted request, so a default saved while
 the user was in a group is refused, naming why, once they have left it.  Pure: the
 spawner reads the saved default, calls :func:`resolve_start` and reserves the request in
 the same synchronous step.
@@ -22,33 +23,44 @@ from .model import GpuhubConfig, SpawnRequest
 from .profiles import validate_options
 
 SAVE_KEY = "save_default"
-"""The option that asks to keep the other options as the user's default (the form's
-checkbox sends ``"on"``; an API client may send ``true``).  Never stored with them."""
+"""The option that asks to keep the other options as the user's default (the form sends
+``"on"``; an API client may send ``true``), or to forget the saved default (``"forget"``).
+Never stored with them."""
 _YES = ("on", "1", "true", "yes")
+_NO = ("off", "0", "false", "no", "keep")
+FORGET = "forget"
 
 Source = Literal["sent", "saved", "last"]
+SaveChoice = Literal["save", "keep", "forget"]
 
 
 @dataclass(frozen=True)
 class Start:
     """The outcome: the validated ``request``; the ``options`` the server runs with (what
     the hub records as its ``user_options``); ``save``, the options to keep as the user's
-    default once the request is reserved (``None``: keep what is saved); ``source``,
-    where the options came from."""
+    default once the request is reserved (``None``: keep what is saved); ``forget``,
+    whether to drop the saved default once reserved; ``source``, where the options came
+    from."""
 
     request: SpawnRequest
     options: dict[str, Any]
     save: dict[str, Any] | None
     source: Source
+    forget: bool = False
 
 
-def wants_save(value: Any) -> bool:
-    """Whether :data:`SAVE_KEY`'s value asks to save (an unknown value is refused)."""
+def save_choice(value: Any) -> SaveChoice:
+    """What :data:`SAVE_KEY`'s value asks for (an unknown value is refused)."""
     if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in (*_YES, "off", "0", "false", "no"):
-        return value.lower() in _YES
-    raise OptionError(SAVE_KEY, f"must be true or false, not {value!r}")
+        return "save" if value else "keep"
+    if isinstance(value, str):
+        if value.lower() in _YES:
+            return "save"
+        if value.lower() in _NO:
+            return "keep"
+        if value.lower() == FORGET:
+            return "forget"
+    raise OptionError(SAVE_KEY, f'must be true, false or "{FORGET}", not {value!r}')
 
 
 def describe(options: Mapping[str, Any]) -> str:
@@ -93,9 +105,10 @@ def resolve_start(
     """
     if sent:
         options = dict(sent)
-        save = wants_save(options.pop(SAVE_KEY)) if SAVE_KEY in options else False
+        choice = save_choice(options.pop(SAVE_KEY)) if SAVE_KEY in options else "keep"
         request = validate_options(config, user, groups, options)
-        return Start(request, options, dict(options) if save else None, "sent")
+        save = dict(options) if choice == "save" else None
+        return Start(request, options, save, "sent", forget=choice == "forget")
     if saved:
         try:
             request = validate_options(config, user, groups, saved)

@@ -171,7 +171,7 @@ def save_default_on_form(hub: Hub, user: str, **fields: str) -> None:
     hub.wait_ready(user, token)
     hub.stop_server(user, token)
     page = s.get(f"{hub.url}/hub/spawn", timeout=10).text
-    assert "Saved now: profile gpu, 1 a100 GPU, image torch" in page
+    assert "Saved for VS Code and API starts: profile gpu, 1 a100 GPU, image torch" in page
 
 
 def ledger(hub: Hub) -> str:
@@ -259,6 +259,25 @@ def test_vscode_start_uses_the_default_saved_on_the_form_across_a_hub_restart(hu
     assert run_in_kernel(hub, server, token).strip() == "42 '0'"
     assert "server:alice/: " in ledger(hub)
     print(f"server ready {ready_after:.1f}s after the empty start (VS Code waits ~10 s)")
+    # the person forgets the default on the form while starting a CPU server; an empty
+    # start then gets the server's last options again
+    hub.stop_server("alice", token)
+    s = hub.login("alice")
+    page = s.get(f"{hub.url}/hub/spawn", timeout=10).text
+    assert 'value="forget"' in page and "Nothing saved" not in page
+    r = s.post(
+        f"{hub.url}/hub/spawn/alice",
+        timeout=60,
+        data={"_xsrf": s.cookies.get("_xsrf", ""), "profile": "cpu", "save_default": "forget"},
+    )
+    assert r.status_code == 200, r.text
+    hub.wait_ready("alice", token)
+    hub.stop_server("alice", token)
+    assert "Nothing saved" in s.get(f"{hub.url}/hub/spawn", timeout=10).text
+    r = vscode_start(hub, "alice", token)
+    assert r.status_code in (201, 202), r.text
+    assert hub.wait_ready("alice", token)["user_options"] == {"profile": "cpu"}
+    assert "server:alice/" not in ledger(hub)
 
 
 def test_vscode_start_of_a_named_gpu_server_beside_a_cpu_server(hub: Hub):

@@ -47,10 +47,24 @@ def test_a_start_may_ask_to_save_its_options_without_storing_the_flag(config, fl
     assert off.save is None and off.options == GPU
 
 
+@pytest.mark.parametrize("flag", ["forget", "FORGET"])
+def test_a_start_may_ask_to_forget_the_saved_default(config, flag):
+    start = resolve_start(config, "alice", ["vision"], {"profile": "cpu", SAVE_KEY: flag}, GPU)
+    assert start.forget and start.save is None
+    assert (start.source, start.options) == ("sent", {"profile": "cpu"})
+    # only an explicit ask forgets
+    for sent in ({"profile": "cpu"}, {"profile": "cpu", SAVE_KEY: "keep"}):
+        assert not resolve_start(config, "alice", ["vision"], sent, GPU).forget
+    # a start that is refused forgets nothing
+    with pytest.raises(OptionError):
+        resolve_start(config, "alice", ["vision"], {"profile": "nope", SAVE_KEY: flag}, GPU)
+
+
 def test_an_unknown_save_value_is_refused_by_name(config):
     with pytest.raises(OptionError) as e:
         resolve_start(config, "alice", ["vision"], {**GPU, SAVE_KEY: "maybe"}, None)
     assert (e.value.field, e.value.status) == (SAVE_KEY, 400)
+    assert '"forget"' in e.value.problem
 
 
 def test_invalid_options_are_never_saved(config):
@@ -92,6 +106,10 @@ def test_the_form_checkbox_asks_to_save():
     assert options_from_form(form) == {"profile": "gpu", "gpus": "1", SAVE_KEY: "on"}
     assert SAVE_KEY not in options_from_form({"profile": ["gpu"]})
     assert options_from_form({SAVE_KEY: ["on"]}) == {}
+    forget = {"profile": ["cpu"], SAVE_KEY: ["forget"]}
+    assert options_from_form(forget) == {"profile": "cpu", SAVE_KEY: "forget"}
+    assert SAVE_KEY not in options_from_form({"profile": ["cpu"], SAVE_KEY: ["keep"]})
+    assert SAVE_KEY not in options_from_form({"profile": ["cpu"], SAVE_KEY: ["delete-all"]})
 
 
 def test_the_form_shows_the_checkbox_and_the_saved_default(config):
@@ -100,9 +118,15 @@ def test_the_form_shows_the_checkbox_and_the_saved_default(config):
         config, Ledger(config), user="alice", groups=["vision"], capacity=capacity, source="nvml"
     )
     html = render_form(config, ["vision"], avail, saved=GPU)
-    assert f'name="{SAVE_KEY}"' in html and "Use these options for VS Code and API starts" in html
-    assert "Saved now: profile gpu, 1 a100 GPU, image torch." in html
-    assert "Nothing saved" in render_form(config, ["vision"], avail)
+    assert "Saved for VS Code and API starts: profile gpu, 1 a100 GPU, image torch." in html
+    # with a saved default: keep it (checked), replace it, or forget it
+    for value in ("keep", "on", "forget"):
+        assert f'name="{SAVE_KEY}"' in html and f'value="{value}"' in html
+    assert 'value="keep" checked' in html and "Forget it" in html
+    assert "Use these options for VS Code and API starts instead" in html
+    empty = render_form(config, ["vision"], avail)
+    assert "Nothing saved" in empty and 'value="forget"' not in empty
+    assert 'type="checkbox" name="save_default"' in empty
 
 
 def test_saved_options_survive_a_new_store_and_are_private(tmp_path):
@@ -114,6 +138,19 @@ def test_saved_options_survive_a_new_store_and_are_private(tmp_path):
     assert (path.stat().st_mode & 0o777) == 0o600
     assert SavedOptions(path).get("alice") == GPU
     assert json.loads(path.read_text()) == {"alice": GPU}
+
+
+def test_a_forgotten_default_is_gone_from_the_file(tmp_path):
+    path = tmp_path / "saved-options.json"
+    store = SavedOptions(path)
+    store.put("alice", GPU)
+    store.put("bob", {"profile": "cpu"})
+    asyncio.run(store.flush())
+    store.forget("alice")
+    store.forget("carol")  # nothing saved: nothing to do
+    asyncio.run(store.flush())
+    assert json.loads(path.read_text()) == {"bob": {"profile": "cpu"}}
+    assert SavedOptions(path).get("alice") is None
 
 
 def test_an_unreadable_file_means_nothing_saved(tmp_path):

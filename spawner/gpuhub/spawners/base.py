@@ -207,7 +207,8 @@ class GpuhubSpawnerMixin(HasTraits):
         reserve GPUs.  Synchronous on purpose: call it before the first ``await`` of
         ``start()`` so check and reserve cannot interleave with another spawn.  Raises
         400 for a bad option and 403 for a quota denial; a start that asked to save its
-        options saves them once reserved (:meth:`save_default` writes them)."""
+        options saves them once reserved, one that asked to forget the saved default drops it
+        (:meth:`save_default` writes the change)."""
         start = self.resolve_start()
         request = start.request
         try:
@@ -216,6 +217,9 @@ class GpuhubSpawnerMixin(HasTraits):
             raise user_error(403, f"Not enough GPU quota: {e.explanation}") from e
         if start.save is not None:
             self.gpuhub_saved.put(request.user, start.save)
+            self._gpuhub_save = True
+        elif start.forget:
+            self.gpuhub_saved.forget(request.user)
             self._gpuhub_save = True
         if start.source == "saved":
             self.log.info("gpuhub: %s starts with its saved default", self.gpuhub_key)  # type: ignore[attr-defined]
