@@ -16,14 +16,16 @@ What it does, all cached under ``$GPUHUB_CACHE/images`` (``/var/cache/gpuhub`` a
    their ``FROM`` pointed at the local base through the Dockerfiles' own build args:
    a Node image (``images/node``), the hub, configurable-http-proxy, and single-user images
    from ``images/matrix.yaml``;
-4. the checks (:func:`image_problems`, :func:`probe_problems`, ``images/smoke`` and a real
-   JupyterLab answering) inside each built single-user image.
+4. the checks (:func:`image_problems`, :func:`probe_problems`, ``images/smoke``, a real
+   JupyterLab answering and VS Code in the browser behind it) inside each built single-user
+   image.
 
 What differs from the published images, and why (the builder here reaches Debian's
 archive, PyPI and npm, but not Docker Hub, GitHub or download.pytorch.org):
 
 * Debian bookworm instead of ``ubuntu:noble``: Python 3.11, so ``PYTHON_VERSION`` is 3.11;
-* no code-server (its release is on GitHub);
+* code-server's search tool, ripgrep, is Debian's (``RIPGREP=debian``): the @vscode/ripgrep
+  release code-server pins downloads its own from GitHub;
 * PyTorch wheels from PyPI, so only an entry whose CUDA is PyPI's build of that release
   can be built here (PyTorch 2.11 on PyPI is its cu130 build).
 
@@ -46,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +90,8 @@ DOCKER_CLI = "/usr/bin/docker"  # Debian's docker.io client: BuildKit without bu
 DAEMON_START_S = 120.0
 DAEMON_STOP_S = 60.0
 LAB_START_S = 300.0
+#: How long jupyter-vscode-proxy may take to start code-server and answer through it.
+VSCODE_START_S = 300.0
 CHECK_HOSTNAME = "gpuhub-check"
 
 
@@ -252,7 +257,7 @@ def singleuser_build(matrix: Matrix, entry: ImageEntry) -> Build:
             "BASE_IMAGE": BASE_TAG,
             "NODE_IMAGE": NODE_TAG,
             "PYTHON_VERSION": BASE_PYTHON,
-            "CODE_SERVER_VERSION": "",
+            "RIPGREP": "debian",
             "PIP_INDEX_ARGS": "",
             "PIP_PACKAGES": " ".join(pypi_packages(entry)),
         }
@@ -545,7 +550,8 @@ class Dockerd:
         return proc.returncode, proc.stdout + proc.stderr
 
     def lab_answers(self, tag: str) -> dict[str, Any]:
-        """Start JupyterLab in the image (its default user) and ask it over HTTP."""
+        """Start JupyterLab in the image (its default user) and ask it over HTTP: its status,
+        ``/lab`` and VS Code in the browser behind it."""
         port, token = free_port(), secrets.token_hex(16)
         name = f"gpuhub-lab-check-{secrets.token_hex(4)}"
         self.docker(
@@ -572,14 +578,28 @@ def free_port() -> int:
         return port
 
 
-def _get(port: int, path: str) -> tuple[int, str]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+def _get(port: int, path: str, token: str = "") -> tuple[int, str, str]:
+    """``GET path``: status, body and ``Location`` (``Authorization: token`` when given)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=VSCODE_START_S)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers={"Authorization": f"token {token}"} if token else {})
         resp = conn.getresponse()
-        return resp.status, resp.read().decode("utf-8", "replace")
+        body = resp.read().decode("utf-8", "replace")
+        return resp.status, body, resp.getheader("Location") or ""
     finally:
         conn.close()
+
+
+def vscode_page(port: int, token: str) -> tuple[int, str]:
+    """VS Code in the browser as the launcher opens it: ``/vscode/`` (jupyter-vscode-proxy
+    starts code-server on its Unix socket), following code-server's redirects."""
+    path = "/vscode/"
+    for _ in range(5):
+        status, body, location = _get(port, path, token)
+        if status not in (301, 302, 303, 307, 308) or not location:
+            return status, body
+        path = urllib.parse.urljoin(path, location)
+    return status, body
 
 
 def wait_for_lab(port: int, token: str, alive: Any) -> dict[str, Any]:
@@ -587,7 +607,7 @@ def wait_for_lab(port: int, token: str, alive: Any) -> dict[str, Any]:
     deadline = time.monotonic() + LAB_START_S
     while True:
         try:
-            status, body = _get(port, f"/api/status?token={token}")
+            status, body, _ = _get(port, "/api/status", token)
             if status == 200:
                 break
         except OSError:
@@ -597,13 +617,16 @@ def wait_for_lab(port: int, token: str, alive: Any) -> dict[str, Any]:
         if time.monotonic() > deadline:
             raise RuntimeError(f"JupyterLab did not answer on port {port} in {LAB_START_S:.0f} s")
         time.sleep(0.5)
-    _, api = _get(port, "/api")  # the server's version; no token needed
-    lab_status, lab_body = _get(port, f"/lab?token={token}")
+    _, api, _ = _get(port, "/api")  # the server's version; no token needed
+    lab_status, lab_body, _ = _get(port, "/lab", token)
+    vscode_status, vscode_body = vscode_page(port, token)
     return {
         "api_status": json.loads(body),
         "version": json.loads(api).get("version", ""),
         "lab_status": lab_status,
         "lab_page": lab_body,
+        "vscode_status": vscode_status,
+        "vscode_page": vscode_body,
     }
 
 
@@ -632,6 +655,11 @@ def check_singleuser(d: Dockerd, build: Build) -> dict[str, Any]:
     lab = d.lab_answers(build.tag)
     if lab["lab_status"] != 200 or "JupyterLab" not in lab["lab_page"]:
         problems.append(f"JupyterLab's /lab answered {lab['lab_status']}")
+    if lab["vscode_status"] != 200 or "vscode-workbench" not in lab["vscode_page"]:
+        problems.append(
+            f"VS Code in the browser (/vscode/) answered {lab['vscode_status']}: "
+            f"{lab['vscode_page'][:300]}"
+        )
     last = out.strip().splitlines()[-1] if out.strip() else ""
     summary = json.loads(last) if last.startswith("{") else {}
     return {

@@ -75,7 +75,8 @@ def test_plan_points_every_from_at_local_images(matrix) -> None:  # type: ignore
         assert b.args["BASE_IMAGE"] == "gpuhub-base/debian:bookworm"
         assert b.args["NODE_IMAGE"] == "gpuhub-base/node:22-bookworm"
         assert b.args["PYTHON_VERSION"] == "3.11"  # bookworm's python3
-        assert b.args["CODE_SERVER_VERSION"] == ""  # GitHub is out of reach here
+        assert b.args["CODE_SERVER_VERSION"] == matrix.common["code_server"]  # from npm
+        assert b.args["RIPGREP"] == "debian"  # GitHub is out of reach here
         assert b.args["PIP_INDEX_ARGS"] == ""
         assert b.args["GPUHUB_IMAGE_ID"] == name
     assert by["scipy-cpu"].target == "cpu"

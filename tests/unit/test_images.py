@@ -549,10 +549,10 @@ def _stage_text(path: Path, stage: str) -> str:
 
 def test_dockerfiles_parse() -> None:
     stages = _stages(SINGLEUSER)
-    assert {"labext", "base", "entry", "cpu", "cuda"} <= set(stages)
+    assert {"labext", "codeserver", "base", "entry", "cpu", "cuda"} <= set(stages)
     # the lab extension is installed last in each variant (after the framework's pip layer)
-    assert _deps(stages, "cuda") == ["cuda", "labext", "entry", "base"]
-    assert _deps(stages, "cpu") == ["cpu", "labext", "entry", "base"]
+    assert _deps(stages, "cuda") == ["cuda", "labext", "entry", "base", "codeserver"]
+    assert _deps(stages, "cpu") == ["cpu", "labext", "entry", "base", "codeserver"]
     hub = _stages(HUB)
     assert "" in hub and any(i["instruction"] == "CMD" for i in hub[""])
 
@@ -596,7 +596,11 @@ def test_singleuser_image_contents() -> None:
     assert "JUPYTER_VSCODE_PROXY_USE_SOCKET=1" in base
     for pin in ("jupyterhub==", "jupyterlab==", "jupyter-server-proxy==", "jupyter-vscode-proxy=="):
         assert pin in base
-    assert "code-server/releases/download/v${CODE_SERVER_VERSION}" in base
+    # code-server from npm in its own stage, with the Node it runs on; the image gets the folder
+    codeserver = _stage_text(SINGLEUSER, "codeserver")
+    assert 'gpuhub-install-code-server "${CODE_SERVER_VERSION}" "${RIPGREP}"' in codeserver
+    assert "COPY --from=codeserver /opt/code-server /opt/code-server" in base
+    assert "VSCODE_CLI=1" in base
     assert "useradd --create-home --uid 1000" in base
     assert "/dev/shm" in text and "emptyDir" in text
     cuda_env = _parser(SINGLEUSER, {"NVIDIA_REQUIRE_CUDA": "cuda>=12.0"}).envs
