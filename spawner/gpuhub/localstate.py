@@ -7,6 +7,11 @@ detached descendants included), or while it is a reservation whose owner (the hu
 jobs service that made it) is alive and has not started it yet.  Users can neither write
 the records nor leave or join a cgroup, so usage cannot be forged or hidden.
 
+Each unit also gets a private temporary folder (mode 0700, owned by its account; the
+server's or job's ``TMPDIR``; see :func:`tmp_root`), removed with the unit: what the server
+left in it (VS Code's IPC sockets, ``torchrun``'s folders, a user's temporary files) goes
+when it stops, and nothing of it sits in the machine's shared ``/tmp``.
+
 Writes (reserve, start, release) run under an exclusive ``flock`` so check and reserve are
 one step across processes; reads (:meth:`LocalLedgerStore.snapshot`) take no lock and
 write nothing.
@@ -15,8 +20,12 @@ write nothing.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
+import shutil
+import stat
+import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -100,6 +109,35 @@ def is_live(unit: Unit, pids: set[int]) -> bool:
     return not unit.started and alive(unit.owner_pid, unit.owner_start)
 
 
+RUN_ROOT = Path("/run/gpuhub")
+"""Where a hub running as root keeps its units' temporary folders (only root may create
+folders in ``/run``)."""
+
+
+def tmp_root(state_dir: Path) -> Path:
+    """The folder of one data directory's unit temporary folders: ``/run/gpuhub/<tag>`` as
+    root, else ``<tmp>/gpuhub-<uid>-<tag>`` (``<tag>``: 8 hex digits of the data directory).
+
+    Short on purpose: Unix socket paths hold at most 107 bytes, and code-server's sockets
+    (``jupyter-server-proxy-*/socket``, ``vscode-ipc-<uuid>.sock``) live in ``TMPDIR``."""
+    tag = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:8]
+    if os.geteuid() == 0:
+        return RUN_ROOT / tag
+    return Path(tempfile.gettempdir()) / f"gpuhub-{os.getuid()}-{tag}"
+
+
+def _own_folder(path: Path, mode: int) -> None:
+    """``path`` as a real folder of this process's user with ``mode``; refuses a folder or
+    link someone else made there first (a shared ``/tmp``)."""
+    path.mkdir(mode=mode, exist_ok=True)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise PermissionError(
+            f"{path} is not a folder of uid {os.geteuid()}: remove it and start again"
+        )
+    path.chmod(mode)
+
+
 class LocalLedgerStore:
     """Units and the ledger under ``state_dir`` (``units.json`` + ``units.lock``)."""
 
@@ -110,7 +148,17 @@ class LocalLedgerStore:
         self.path = self.state_dir / "units.json"
         self.lock_path = self.state_dir / "units.lock"
         self.fence = fence or open_fence(self.state_dir)
+        self.tmp_root = tmp_root(self.state_dir)
         self._me = (os.getpid(), process_start(os.getpid()))
+
+    def tmp_dir(self, key: str) -> Path:
+        """The unit's private temporary folder (its ``TMPDIR``)."""
+        return self.tmp_root / unit_name(key)
+
+    def _end(self, name: str, main_pid: int | None) -> None:
+        """Kill the unit's processes, remove its cgroups and its temporary folder."""
+        self.fence.kill(name, main_pid)
+        shutil.rmtree(self.tmp_root / name, ignore_errors=True)
 
     # -- file --------------------------------------------------------------------------
     def _load(self) -> dict[str, Unit]:
@@ -146,7 +194,7 @@ class LocalLedgerStore:
                 if is_live(u, self.fence.pids(u.name, u.pid)):
                     units[key] = u
                 else:
-                    self.fence.kill(u.name, None)
+                    self._end(u.name, None)
             yield units
             self._save(units)
         finally:
@@ -194,10 +242,19 @@ class LocalLedgerStore:
             )
             return alloc
 
-    def prepare(self, key: str, limits: Limits) -> list[str]:
-        """Create the unit's cgroups with ``limits``; the files a new process writes its
-        PID to (see :func:`gpuhub.cgroups.join`).  Blocking: call in a thread."""
+    def prepare(self, key: str, limits: Limits, owner: tuple[int, int] | None = None) -> list[str]:
+        """Create the unit's cgroups with ``limits`` and its empty temporary folder, owned
+        by ``owner`` (uid, gid; ``None``: this process's); the files a new process writes
+        its PID to (see :func:`gpuhub.cgroups.join`).  Blocking: call in a thread."""
         self.fence.create(unit_name(key), limits)
+        if os.geteuid() == 0:
+            _own_folder(RUN_ROOT, 0o711)
+        _own_folder(self.tmp_root, 0o711)  # users reach their own folder, list nobody's
+        tmp = self.tmp_dir(key)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(mode=0o700)
+        if owner is not None:
+            os.chown(tmp, *owner)
         return self.fence.join_files(unit_name(key))
 
     def started(self, key: str, pid: int, url: str | None = None) -> None:
@@ -224,6 +281,6 @@ class LocalLedgerStore:
         """Kill everything in the unit and forget it.  Blocking (waits until the
         cgroup is empty, bounded): call in a thread from a coroutine."""
         u = self._load().get(key)
-        self.fence.kill(unit_name(key), u.pid if u else None)
+        self._end(unit_name(key), u.pid if u else None)
         with self._locked() as units:
             units.pop(key, None)

@@ -16,6 +16,8 @@ import requests
 from kernelrun import Kernel
 from test_local_hub import ledger_keys
 
+from gpuhub.cgroups import unit_name
+from gpuhub.localstate import tmp_root
 from hubproc import Hub, auth, process_env
 
 pytestmark = pytest.mark.integration
@@ -31,7 +33,8 @@ def spawn(hub: Hub, user: str, token: str, options: dict) -> None:
 
 PROBE = r"""
 import json, os, signal, subprocess, sys
-data, carol_pid, nodes = {data!r}, {carol_pid!r}, {nodes!r}
+import tempfile
+data, carol_pid, nodes, carol_tmp = {data!r}, {carol_pid!r}, {nodes!r}, {carol_tmp!r}
 res = {{}}
 def attempt(name, fn):
     try:
@@ -49,6 +52,10 @@ attempt("carol_home_list", lambda: os.listdir(f"{{data}}/users/carol"))
 attempt("carol_home_plant", lambda: open(f"{{data}}/users/carol/planted.txt", "w").write("x"))
 attempt("carol_environ", lambda: open(f"/proc/{{carol_pid}}/environ", "rb").read())
 attempt("carol_signal", lambda: os.kill(carol_pid, signal.SIGTERM))
+attempt("carol_tmp_list", lambda: os.listdir(carol_tmp))
+attempt("tmp_root_list", lambda: os.listdir(os.path.dirname(carol_tmp)))
+# bob's own temporary files go to his server's private folder
+res["tmpdir"] = tempfile.mkdtemp(prefix="bob-")
 jobs = [p for p in os.listdir("/proc")
         if p.isdigit() and b"gpuhub.jobs" in open(f"/proc/{{p}}/cmdline", "rb").read()]
 assert jobs, "the jobs service runs"
@@ -90,7 +97,13 @@ def test_hidden_doors_are_closed(hub: Hub, tmp_path: Path):
 
     k = Kernel(hub.url, "bob", bob)
     try:
-        r = k.run(PROBE.format(data=str(hub.data_dir), carol_pid=carol_pid, nodes=nodes))
+        units_tmp = tmp_root(hub.data_dir / "state")
+        carol_tmp = str(units_tmp / unit_name("server:carol/"))
+        assert process_env(carol_pid)["TMPDIR"] == carol_tmp
+        probe = PROBE.format(
+            data=str(hub.data_dir), carol_pid=carol_pid, nodes=nodes, carol_tmp=carol_tmp
+        )
+        r = k.run(probe)
         assert r.status == "ok", r
         res = json.loads(r.stdout.strip().splitlines()[-1])
         EACCES, EPERM, ENXIO = 13, 1, 6
@@ -106,6 +119,8 @@ def test_hidden_doors_are_closed(hub: Hub, tmp_path: Path):
             "carol_home_plant",
             "carol_environ",
             "jobs_environ",
+            "carol_tmp_list",
+            "tmp_root_list",
         ):
             assert res[door] == EACCES, (door, res)
         assert res["carol_signal"] == EPERM, res
@@ -121,8 +136,13 @@ def test_hidden_doors_are_closed(hub: Hub, tmp_path: Path):
         assert env["CUDA_VISIBLE_DEVICES"] == "4" and env["USER"] == carol_acct.pw_name
     finally:
         k.close()
-    # the detached process bob left is in bob's unit: a stop kills it too
+    bob_tmp = Path(res["tmpdir"]).parent
+    assert bob_tmp == units_tmp / unit_name("server:bob/")
+    assert (bob_tmp.stat().st_uid, bob_tmp.stat().st_mode & 0o777) == (res["uid"], 0o700)
+    # the detached process bob left is in bob's unit: a stop kills it too, and his server's
+    # temporary folder goes with it
     hub.stop_server("bob", bob)
+    assert not bob_tmp.exists()
     leftovers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _uid(p) == res["uid"]]
     assert leftovers == []
     assert set(ledger_keys(hub)) == {"server:carol/"}

@@ -315,7 +315,8 @@ class GPULocalSpawner(GpuhubSpawnerMixin, LocalProcessSpawner):
             self._account = None
         backend = self._local
         limits = unit_limits(request.profile, backend.devices, self._gpuhub_alloc, self.pids_limit)
-        files = backend.store.prepare(self.gpuhub_key, limits)
+        owner = (self._account.uid, self._account.gid) if self._account else None
+        files = backend.store.prepare(self.gpuhub_key, limits, owner)
         self._preexec = run_as(self._account, files, str(home))
 
     def make_preexec_fn(self, name: str) -> Callable[[], None]:
@@ -332,6 +333,7 @@ class GPULocalSpawner(GpuhubSpawnerMixin, LocalProcessSpawner):
         env: dict[str, str] = super().get_env()
         env.update(device_env(self._gpuhub_alloc))
         env.update(vscode_env(self.home_dir))
+        env["TMPDIR"] = str(self._local.store.tmp_dir(self.gpuhub_key))
         return env
 
     async def poll(self) -> int | None:

@@ -480,14 +480,17 @@ class LocalJobBackend(JobBackend):
         limits = unit_limits(
             spec.profile, ledger.devices, alloc, self.pids_limit, scale=max(1, spec.workers)
         )
-        files = ledger.store.prepare(spec.key, limits)
+        owner = (account.uid, account.gid) if account is not None else None
+        files = ledger.store.prepare(spec.key, limits, owner)
+        env = job_env(
+            spec, job_dir, home, alloc, dict(os.environ), account.name if account else None
+        )
+        env["TMPDIR"] = str(ledger.store.tmp_dir(spec.key))
         with (job_dir / "wrapper.log").open("ab") as out:
             return subprocess.Popen(
                 [sys.executable, "-m", "gpuhub.jobs.wrapper", str(job_dir)],
                 cwd=home,
-                env=job_env(
-                    spec, job_dir, home, alloc, dict(os.environ), account.name if account else None
-                ),
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
