@@ -6,7 +6,8 @@
 #   kubelet for the real node (its own wrapper module, same replace list and ldflags),
 #   the real node's nvidia.com/gpu device plugin test double (own module, k8s.io/kubelet),
 #   kwok (go install) plus its Stage YAMLs,
-#   the Kubeflow training operator v1 (go install; only for the tests that run real jobs).
+#   the Kubeflow training operator v1 (go install; only for the tests that run real jobs),
+#   helm v3 (go install; renders the Zero to JupyterHub chart with helm-values/).
 # Results are cached outside the repository in $GPUHUB_CACHE/k8s/<name>-<version>/ and
 # keyed by version (and by the hash of the wrapper sources); a cached run prints nothing.
 # Prints the cache directory to stdout with --print-dir.
@@ -17,6 +18,7 @@ ETCD_VERSION="${GPUHUB_ETCD_VERSION:-v3.5.21}"
 KWOK_VERSION="${GPUHUB_KWOK_VERSION:-v0.7.0}"
 # The proxy's version list shows only v1.8.1, but v1.9.0-v1.9.3 download by exact version.
 TRAINING_OPERATOR_VERSION="${GPUHUB_TRAINING_OPERATOR_VERSION:-v1.9.3}"
+HELM_VERSION="${GPUHUB_HELM_VERSION:-v3.22.0}"
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${GPUHUB_CACHE:-$HOME/.cache/gpuhub}/k8s"
@@ -171,6 +173,23 @@ build_training_operator() {
   echo "$key" > "$dir/.complete"
 }
 
+# helm v3: no replace directives, so go install; the ldflags are those of helm's Makefile
+# (version, and the default Kubernetes version from the client-go it requires, v0.37 -> 1.37).
+build_helm() {
+  local dir="$CACHE/helm-$HELM_VERSION" key pkg flags="-s -w"
+  key="$(stamp helm "$HELM_VERSION")"
+  is_built "$dir" "$key" && return 0
+  log "building helm $HELM_VERSION into $dir"
+  rm -rf "$dir"; mkdir -p "$dir/bin"
+  flags+=" -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  flags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    flags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=37"
+  done
+  (cd /tmp && GOBIN="$dir/bin" go install -trimpath -ldflags "$flags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION")
+  echo "$key" > "$dir/.complete"
+}
+
 mkdir -p "$CACHE"
 build_etcd
 build_kwok
@@ -178,4 +197,5 @@ build_kubernetes
 build_kubelet
 build_gpu_device_plugin
 build_training_operator
+build_helm
 node_tools

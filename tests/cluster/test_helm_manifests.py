@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, dynamic
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from gpuhub.kube.access import needed_access
 from testbed import Cluster
-from testbed.apply import apply, delete, load_yaml
+from testbed.apply import apply, delete, dry_run_create, load_yaml
 from testbed.crds import crd_documents, install_crds
 from testbed.ports import wait_until
 
@@ -47,23 +47,6 @@ def retarget(docs: list[dict[str, Any]], namespace: str, suffix: str) -> list[di
             d["roleRef"]["name"] = f"{d['roleRef']['name']}-{suffix}"
         out.append(d)
     return out
-
-
-def dry_run_create(api: client.ApiClient, docs: list[dict[str, Any]], namespace: str) -> None:
-    dyn = dynamic.DynamicClient(api)
-    for body in docs:
-        resource = dyn.resources.get(api_version=body["apiVersion"], kind=body["kind"])
-        ns = namespace if resource.namespaced else None
-        if resource.namespaced:
-            body = {**body, "metadata": {**body["metadata"], "namespace": namespace}}
-        try:
-            resource.create(
-                body=body,
-                namespace=ns,
-                query_params=[("dryRun", "All"), ("fieldValidation", "Strict")],
-            )
-        except ApiException as error:
-            pytest.fail(f"{body['kind']}/{body['metadata']['name']} rejected: {error.body}")
 
 
 def can(

@@ -49,3 +49,29 @@ def delete(api: client.ApiClient, objects: Iterable[dict[str, Any]]) -> None:
         except ApiException as error:
             if error.status != 404:
                 raise
+
+
+class Rejected(RuntimeError):
+    """The apiserver refused an object in a dry run."""
+
+
+def dry_run_create(
+    api: client.ApiClient, objects: Iterable[dict[str, Any]], namespace: str
+) -> None:
+    """Create each object with ``dryRun=All`` and strict field validation (unknown or
+    duplicate fields are errors); namespaced ones in ``namespace``.  Nothing is stored.
+    :class:`Rejected` names the first object the apiserver refuses, with its answer."""
+    dyn = dynamic.DynamicClient(api)
+    for body in objects:
+        resource = dyn.resources.get(api_version=body["apiVersion"], kind=body["kind"])
+        ns = namespace if resource.namespaced else None
+        if resource.namespaced:
+            body = {**body, "metadata": {**body["metadata"], "namespace": namespace}}
+        try:
+            resource.create(
+                body=body,
+                namespace=ns,
+                query_params=[("dryRun", "All"), ("fieldValidation", "Strict")],
+            )
+        except ApiException as error:
+            raise Rejected(f"{body['kind']}/{body['metadata']['name']}: {error.body}") from None

@@ -105,3 +105,17 @@ def gpu_device_plugin_binary() -> Path:
     if not path.exists():
         raise BinariesMissing(f"run {SETUP_SCRIPT} first; missing: {path}")
     return path
+
+
+def helm_binary() -> Path:
+    """helm v3 that setup.sh builds (renders the Zero to JupyterHub chart);
+    :class:`BinariesMissing` when absent."""
+    path = cache_dir() / f"helm-{_default_version('HELM_VERSION')}" / "bin" / "helm"
+    if not path.exists():
+        raise BinariesMissing(f"run {SETUP_SCRIPT} first; missing: {path}")
+    return path
+
+
+def kubernetes_version() -> str:
+    """The Kubernetes release of the test cluster (``v1.33.13`` by default)."""
+    return _default_version("K8S_VERSION")
