@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from kernelrun import Kernel
 from test_local_hub import ledger_keys
 
 from hubproc import Hub, auth, process_env
+from kernelrun import Kernel
 
 pytestmark = pytest.mark.integration
 
