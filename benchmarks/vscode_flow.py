@@ -28,10 +28,10 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from kernelrun import Kernel  # noqa: E402
 from spawn_time import side_by_side  # noqa: E402
 
 from hubproc import Hub, auth  # noqa: E402
+from kernelrun import Kernel  # noqa: E402
 
 CODE = "import os; print(os.environ.get('CUDA_VISIBLE_DEVICES'))"
 

@@ -50,7 +50,10 @@ CURL_CLIENT = 'AsyncHTTPClient.configure("tornado.curl_httpclient.CurlAsyncHTTPC
 DIFFERENCES = """\
 - Addresses: no cluster DNS and no pod IPs.  The hub listens on a free loopback port
   (``--JupyterHub.hub_bind_url``/``hub_connect_url`` on the command line, which win over
-  z2jh's ``http://:8081`` and ``http://hub:$HUB_SERVICE_PORT``), the proxy's API address is
+  z2jh's ``http://:8081`` and ``http://hub:$HUB_SERVICE_PORT``); with ``hub_address`` (a
+  real node's bridge address, where its pods reach the host) it listens on every
+  interface, as z2jh's ``http://:8081`` does, and servers connect to it at that address
+  instead of the hub Service's.  The proxy's API address is
   given the same way, and the ``gpuhub-jobs`` and ``gpuhub-monitor`` services'
   ``url``/``--bind-url`` (``hub:8011``/``0.0.0.0:8011``, ``hub:8012``/``0.0.0.0:8012``)
   become free loopback ports.  Nothing else in the
@@ -107,6 +110,23 @@ def relocate(obj: Any, root: Path) -> Any:
     return obj
 
 
+def static_home_volume(name: str, namespace: str, claim: str, host_path: str) -> dict[str, Any]:
+    """A PersistentVolume bound to ``claim`` when the hub creates it: what a cluster admin
+    provides where no storage provisioner runs (the chart's storage is dynamic,
+    ``claim-{user_server}``, 50Gi, ReadWriteOnce, the default class)."""
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "capacity": {"storage": "50Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "",
+            "persistentVolumeReclaimPolicy": "Retain",
+            "claimRef": {"namespace": namespace, "name": claim},
+            "hostPath": {"path": host_path},
+        },
+    }
+
+
 SERVICE_PORTS = {"gpuhub-jobs": 8011, "gpuhub-monitor": 8012}
 """The services' ports on the hub Service (``hub.service.extraPorts``)."""
 
@@ -135,6 +155,8 @@ class ChartHub:
     proxy_api_port: int = field(default_factory=free_port)
     jobs_port: int = field(default_factory=free_port)
     monitor_port: int = field(default_factory=free_port)
+    hub_address: str = "127.0.0.1"
+    """Where servers reach the hub (the stand-in for the hub Service's address)."""
     hub: subprocess.Popen[bytes] | None = None
     proxy: subprocess.Popen[bytes] | None = None
     secrets: dict[str, str] = field(default_factory=dict)
@@ -221,6 +243,7 @@ class ChartHub:
         ):
             env[f"{name}_SERVICE_HOST"] = "127.0.0.1"
             env[f"{name}_SERVICE_PORT"] = str(port)
+        env["HUB_SERVICE_HOST"] = self.hub_address
         return env
 
     # -- processes ----------------------------------------------------------------------
@@ -245,6 +268,9 @@ class ChartHub:
         log = self.log_path.open("ab")
         env = self.env()
         hub_url = f"http://127.0.0.1:{self.hub_port}"
+        loopback = self.hub_address == "127.0.0.1"
+        bind_url = hub_url if loopback else f"http://:{self.hub_port}"
+        connect_url = f"http://{self.hub_address}:{self.hub_port}"
         self.proxy = subprocess.Popen(
             [
                 "configurable-http-proxy",
@@ -267,8 +293,8 @@ class ChartHub:
                 "jupyterhub",
                 "--config",
                 str(self.etc / "jupyterhub_config.py"),
-                f"--JupyterHub.hub_bind_url={hub_url}",
-                f"--JupyterHub.hub_connect_url={hub_url}",
+                f"--JupyterHub.hub_bind_url={bind_url}",
+                f"--JupyterHub.hub_connect_url={connect_url}",
                 f"--ConfigurableHTTPProxy.api_url=http://127.0.0.1:{self.proxy_api_port}",
             ],
             cwd=self.workdir,

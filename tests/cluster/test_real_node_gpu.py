@@ -14,6 +14,7 @@ runs in test_real_node.py), and their environment is read from ``/proc/<pid>/env
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,20 +55,20 @@ def _config_data() -> dict[str, Any]:
     return data
 
 
-@pytest.fixture(scope="module")
-def gpu_node(k8s_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
-    """A real node with ``GPUS`` devices, labelled for the shipped ``a100`` type; after it
+@contextlib.contextmanager
+def running_gpu_node(cluster: Cluster, workdir: Path, gpus: int) -> Iterator[RealNode]:
+    """A real node with ``gpus`` devices, labelled for the shipped ``a100`` type; after it
     stops, nothing it made is left."""
     before = _state()
     plugin_dir_existed = DEVICE_PLUGIN_DIR.parent.exists()
     product = _config_data()["gpu_types"][GPU_TYPE]["node_label"]
     try:
         node = start_real_node(
-            k8s_cluster.core,
-            k8s_cluster.kubeconfig,
-            k8s_cluster.control_plane.ca,
-            tmp_path_factory.mktemp("real-gpu-node"),
-            gpus=GPUS,
+            cluster.core,
+            cluster.kubeconfig,
+            cluster.control_plane.ca,
+            workdir,
+            gpus=gpus,
             gpu_product=product,
         )
     except BinariesMissing as error:
@@ -79,6 +80,13 @@ def gpu_node(k8s_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> 
     assert_nothing_left(node, before)
     assert node.device_plugin is not None and not node.device_plugin.running()
     assert DEVICE_PLUGIN_DIR.parent.exists() == plugin_dir_existed
+
+
+@pytest.fixture(scope="module")
+def gpu_node(k8s_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
+    """A real node with ``GPUS`` devices (:func:`running_gpu_node`)."""
+    with running_gpu_node(k8s_cluster, tmp_path_factory.mktemp("real-gpu-node"), GPUS) as node:
+        yield node
 
 
 def _pod(

@@ -39,7 +39,7 @@ import requests
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from charthub import ChartHub, chart_values
+from charthub import ChartHub, chart_values, static_home_volume
 from testbed import Cluster, ProcessNode, hub_rbac_objects
 from testbed.apply import delete
 from testbed.ports import wait_until
@@ -175,17 +175,7 @@ def home_volume(k8s_cluster: Cluster, release_namespace: str) -> Iterator[str]:
     dynamic, ``claim-{user_server}``, 50Gi, ReadWriteOnce, the default class)."""
     name = f"pv-{release_namespace}"
     k8s_cluster.core.create_persistent_volume(
-        {
-            "metadata": {"name": name},
-            "spec": {
-                "capacity": {"storage": "50Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "persistentVolumeReclaimPolicy": "Retain",
-                "claimRef": {"namespace": release_namespace, "name": "claim-alice"},
-                "hostPath": {"path": f"/tmp/{name}"},
-            },
-        }
+        static_home_volume(name, release_namespace, "claim-alice", f"/tmp/{name}")
     )
     try:
         yield "claim-alice"

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from kernelrun import Kernel
 from test_local_hub import ledger_keys
 
 from gpuhub.cgroups import unit_name
 from gpuhub.localstate import tmp_root
 from hubproc import Hub, auth, process_env
+from kernelrun import Kernel
 
 pytestmark = pytest.mark.integration
 

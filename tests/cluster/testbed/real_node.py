@@ -333,6 +333,7 @@ def start_real_node(
     logs = workdir / "logs"
     try:
         _start_containerd(node, logs / f"{name}-containerd.log")
+        _make_bridge(node)
         tarball = paths.root / "sandbox-image.tar"
         tarball.write_bytes(sandbox_image_tar(pause))
         node.import_image(tarball)
@@ -397,6 +398,20 @@ def _start_containerd(node: RealNode, log: Path) -> None:
         return subprocess.run(argv, capture_output=True, check=False).returncode == 0
 
     wait_until(answers, 60, f"containerd of {node.name}", interval=0.2)
+
+
+def _make_bridge(node: RealNode) -> None:
+    """The node's bridge, up with its gateway address before any pod runs (the CNI
+    ``bridge`` plugin finds and keeps it): the host's services answer at
+    :attr:`RealNode.gateway` from the start, as a hub Service does before the first server
+    (the hub's proxy routes to it there)."""
+    prefix = ipaddress.ip_network(node.subnet).prefixlen
+    for argv in (
+        ["ip", "link", "add", node.bridge, "type", "bridge"],
+        ["ip", "addr", "add", f"{node.gateway}/{prefix}", "dev", node.bridge],
+        ["ip", "link", "set", node.bridge, "up"],
+    ):
+        subprocess.run(argv, check=True, capture_output=True)
 
 
 def _start_kubelet(
