@@ -16,9 +16,10 @@ hostPath PersistentVolume (owned by uid 1000) that binds the claim the hub creat
 cluster admin would provide it.
 
 Through the hub's proxy, with each user's token: alice (group ``vision``) starts a one-GPU
-server; JupyterLab answers; her kernel runs as uid 1000, sees exactly the device the
-kubelet's device manager allocated in ``NVIDIA_VISIBLE_DEVICES``, and writes a file to her
-home that lies in the volume's folder and is still there after a server restart.  bob's
+server; JupyterLab and VS Code in the browser answer; her kernel runs as uid 1000, sees
+exactly the device the kubelet's device manager allocated in ``NVIDIA_VISIBLE_DEVICES``,
+and writes a file to her home that lies in the volume's folder and is still there after a
+server restart.  bob's
 CPU server sees ``NVIDIA_VISIBLE_DEVICES=void`` and none of the node's device IDs.
 """
 
@@ -125,6 +126,10 @@ def test_gpu_and_cpu_servers_from_the_built_image(
     assert status.status_code == 200 and "started" in status.json(), status.text
     lab = requests.get(f"{chart.url}/user/alice/lab", headers=auth(alice), timeout=30)
     assert lab.status_code == 200 and "JupyterLab" in lab.text
+    # VS Code in the browser from the same image: jupyter-vscode-proxy starts code-server in
+    # the pod on its Unix socket (code-server's redirects followed, as a browser does)
+    vscode = requests.get(f"{chart.url}/user/alice/vscode/", headers=auth(alice), timeout=300)
+    assert vscode.status_code == 200 and "vscode-workbench" in vscode.text, vscode.text[:300]
     pod = server_pod(core, namespace, "alice")
     assert pod.spec.node_name == node.name
     assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"

@@ -1,7 +1,7 @@
 """GPU-idle culling for real: a hub with its managed ``gpuhub-monitor`` service reading a
 replayed utilisation trace.  An idle GPU server is warned, then stopped through the hub
-and its GPUs freed; a busy one is kept; "keep it" postpones; ``gpuhub-config usage``
-and ``/metrics`` show the GPU-hours and the cull."""
+and its GPUs freed (a named server too, on its own); a busy one is kept; "keep it"
+postpones; ``gpuhub-config usage`` and ``/metrics`` show the GPU-hours and the cull."""
 
 from __future__ import annotations
 
@@ -22,11 +22,13 @@ from localconfig import CONFIG
 
 pytestmark = pytest.mark.integration
 
-# alice's GPU stays idle, bob's trains, carol's idles but she presses "keep it"
+# alice's GPU stays idle, bob's trains, carol's idles but she presses "keep it"; carol's
+# named server "train" idles too, and nobody keeps it
 TRACE = [
     {"key": "server:alice/", "t": 0, "util": 0, "memory_mib": 500},
     {"key": "server:bob/", "t": 0, "util": 85, "memory_mib": 30000},
     {"key": "server:carol/", "t": 0, "util": 1},
+    {"key": "server:carol/train", "t": 0, "util": 0},
 ]
 
 
@@ -103,9 +105,22 @@ def test_idle_gpu_server_is_warned_then_stopped_busy_one_kept(
         ("carol", {"profile": "gpu", "gpu_type": "h100"}),
     ):
         assert spawn(hub, user, tokens[user], options).status_code in (201, 202)
+    named = requests.post(
+        hub.server_path("carol", "train"),
+        json={"profile": "gpu", "gpus": 1, "gpu_type": "a100"},
+        headers=auth(tokens["carol"]),
+        timeout=60,
+    )
+    assert named.status_code in (201, 202), named.text
     for user, token in tokens.items():
         hub.wait_ready(user, token)
-    assert set(ledger_keys(hub)) == {"server:alice/", "server:bob/", "server:carol/"}
+    hub.wait_ready("carol", tokens["carol"], name="train")
+    assert set(ledger_keys(hub)) == {
+        "server:alice/",
+        "server:bob/",
+        "server:carol/",
+        "server:carol/train",
+    }
     assert (mon.server(tokens["alice"]) or {}).get("idle_culling") is None
     hub.write_config(culling_config(trace))  # the monitor follows the file
     wait_for(
@@ -147,7 +162,19 @@ def test_idle_gpu_server_is_warned_then_stopped_busy_one_kept(
     assert bob is not None and bob["warning"] is None and bob["utilization"] == 85
     assert "" in hub.user_model("bob", tokens["bob"])["servers"]
     assert "server:bob/" in ledger_keys(hub)
-    assert all(c["at"] >= kept["cull_at"] for c in mon.servers(tokens["carol"])["culled"])
+    carol_culled = mon.servers(tokens["carol"])["culled"]
+    assert all(c["at"] >= kept["cull_at"] for c in carol_culled if c["server"] == "")
+
+    # carol's named server, idle and not kept, is stopped on its own: her default one is not
+    wait_for(
+        "carol's named server stopped",
+        lambda: "train" not in hub.user_model("carol", tokens["carol"])["servers"],
+        hub,
+        timeout=180,
+    )
+    wait_for("its GPU freed", lambda: "server:carol/train" not in ledger_keys(hub), hub)
+    culled = [(c["server"], c["action"]) for c in mon.servers(tokens["carol"])["culled"]]
+    assert ("train", "stop") in culled
 
     # a user acts only on their own servers; the body is checked
     assert mon.keep(tokens["bob"], {"server": "other"}).status_code == 404
@@ -172,6 +199,7 @@ def test_idle_gpu_server_is_warned_then_stopped_busy_one_kept(
     r = requests.get(f"{mon.base}/metrics", headers=auth(hub.admin_token()), timeout=10)
     assert r.status_code == 200, r.text
     assert 'gpuhub_idle_culls_total{action="stop",group="vision"} 1.0' in r.text
+    assert re.search(r'^gpuhub_idle_culls_total\{action="stop",group="nlp"\} [12]\.0', r.text, re.M)
     assert 'gpuhub_gpus_allocated{gpu_type="a100",group="vision",kind="notebook"} 1.0' in r.text
     assert 'gpuhub_group_quota_gpus{group="vision"} 2.0' in r.text
     assert 'gpuhub_gpus_queued{gpu_type="a100",group="vision",kind="job"} 0.0' in r.text
