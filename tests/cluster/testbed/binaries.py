@@ -97,11 +97,29 @@ def kubelet_binaries() -> tuple[Path, Path]:
     return found
 
 
+def kube_proxy_binary() -> Path:
+    """The real node's kube-proxy (built with the kubelet); :class:`BinariesMissing` when
+    absent."""
+    path = cache_dir() / f"kubelet-{_default_version('K8S_VERSION')}" / "bin" / "kube-proxy"
+    if not path.exists():
+        raise BinariesMissing(f"run {SETUP_SCRIPT} first; missing: {path}")
+    return path
+
+
 def gpu_device_plugin_binary() -> Path:
     """The real node's ``nvidia.com/gpu`` device plugin that setup.sh builds;
     :class:`BinariesMissing` when absent."""
     version = "v0." + _default_version("K8S_VERSION").removeprefix("v1.")
     path = cache_dir() / f"gpu-device-plugin-{version}" / "bin" / "gpu-device-plugin"
+    if not path.exists():
+        raise BinariesMissing(f"run {SETUP_SCRIPT} first; missing: {path}")
+    return path
+
+
+def coredns_binary() -> Path:
+    """CoreDNS that setup.sh builds (the real node's cluster DNS); :class:`BinariesMissing`
+    when absent."""
+    path = cache_dir() / f"coredns-{_default_version('COREDNS_VERSION')}" / "bin" / "coredns"
     if not path.exists():
         raise BinariesMissing(f"run {SETUP_SCRIPT} first; missing: {path}")
     return path
