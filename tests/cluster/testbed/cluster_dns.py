@@ -99,6 +99,9 @@ def start_coredns(
 
     try:
         wait_until(ready, timeout, f"CoreDNS on {address}:53 ready")
+    except TimeoutError as error:
+        child.stop(grace=5.0)
+        raise TimeoutError(f"{error}\n{child.log_tail()}") from None
     except BaseException:
         child.stop(grace=5.0)
         raise

@@ -128,13 +128,15 @@ def start_kube_proxy(
     folder: Path,
     log: Path,
     timeout: float = 120.0,
+    lock_timeout: float = 900.0,
 ) -> KubeProxy:
     """Start kube-proxy for ``node`` (files under ``folder``), once this machine's lock is
-    ours, and wait until its first sync of the rules is done (``/healthz``)."""
+    ours (another test session's kube-proxy may hold it for as long as its tests run), and
+    wait until its first sync of the rules is done (``/healthz``)."""
     folder.mkdir(parents=True, exist_ok=True)
     lock = os.open(lock_path(), os.O_CREAT | os.O_RDWR, 0o644)
     try:
-        wait_until(lambda: _locked(lock), timeout, f"{lock_path()} (another kube-proxy runs)")
+        wait_until(lambda: _locked(lock), lock_timeout, f"{lock_path()} (held by a kube-proxy)")
         preexisting = _left_chains()
         cert = make_client_cert(ca, folder, "kube-proxy", PROXY_USER)
         kubeconfig = write_cert_kubeconfig(folder / "kube-proxy.kubeconfig", server, ca.cert, cert)
@@ -155,6 +157,9 @@ def start_kube_proxy(
 
     try:
         wait_until(healthy, timeout, f"kube-proxy of {node} healthy")
+    except TimeoutError as error:
+        proxy.stop()
+        raise TimeoutError(f"{error}\n{child.log_tail()}") from None
     except BaseException:
         proxy.stop()
         raise
