@@ -3,11 +3,13 @@
 #   etcd 3.5 (wrapper module around etcdmain.Main),
 #   kube-apiserver, kube-scheduler, kube-controller-manager (one wrapper module requiring
 #   k8s.io/kubernetes with a replace list generated from its go.mod, version ldflags),
-#   kubelet for the real node (its own wrapper module, same replace list and ldflags),
+#   kubelet and kube-proxy for the real node (their own wrapper module, same replace list
+#   and ldflags),
 #   the real node's nvidia.com/gpu device plugin test double (own module, k8s.io/kubelet),
 #   kwok (go install) plus its Stage YAMLs,
 #   the Kubeflow training operator v1 (go install; only for the tests that run real jobs),
 #   helm v3 (go install; renders the Zero to JupyterHub chart with helm-values/).
+#   CoreDNS (go install; the real node's cluster DNS).
 # Results are cached outside the repository in $GPUHUB_CACHE/k8s/<name>-<version>/ and
 # keyed by version (and by the hash of the wrapper sources); a cached run prints nothing.
 # Prints the cache directory to stdout with --print-dir.
@@ -19,6 +21,8 @@ KWOK_VERSION="${GPUHUB_KWOK_VERSION:-v0.7.0}"
 # The proxy's version list shows only v1.8.1, but v1.9.0-v1.9.3 download by exact version.
 TRAINING_OPERATOR_VERSION="${GPUHUB_TRAINING_OPERATOR_VERSION:-v1.9.3}"
 HELM_VERSION="${GPUHUB_HELM_VERSION:-v3.22.0}"
+# Cluster DNS for the real node (the module has no replace directives: go install works).
+COREDNS_VERSION="${GPUHUB_COREDNS_VERSION:-v1.15.0}"
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${GPUHUB_CACHE:-$HOME/.cache/gpuhub}/k8s"
@@ -103,9 +107,9 @@ build_k8s() {
 
 build_kubernetes() { build_k8s kubernetes "kube-apiserver, kube-scheduler, kube-controller-manager"; }
 
-# The real node's kubelet: its own wrapper module and folder, so that the control plane's
-# binaries are not rebuilt when it changes.
-build_kubelet() { build_k8s kubelet kubelet; }
+# The real node's kubelet and kube-proxy: their own wrapper module and folder, so that
+# the control plane's binaries are not rebuilt when it changes.
+build_kubelet() { build_k8s kubelet "kubelet, kube-proxy"; }
 
 # The real node's nvidia.com/gpu device plugin (go/gpu-device-plugin): its own module
 # requiring k8s.io/kubelet at the staging version of K8S_VERSION, its own folder.
@@ -190,6 +194,17 @@ build_helm() {
   echo "$key" > "$dir/.complete"
 }
 
+build_coredns() {
+  local dir="$CACHE/coredns-$COREDNS_VERSION" key
+  key="$(stamp coredns "$COREDNS_VERSION")"
+  is_built "$dir" "$key" && return 0
+  log "building coredns $COREDNS_VERSION into $dir"
+  rm -rf "$dir"; mkdir -p "$dir/bin"
+  (cd /tmp && GOBIN="$dir/bin" go install -trimpath -ldflags "-s -w" \
+    "github.com/coredns/coredns@$COREDNS_VERSION")
+  echo "$key" > "$dir/.complete"
+}
+
 mkdir -p "$CACHE"
 build_etcd
 build_kwok
@@ -198,4 +213,5 @@ build_kubelet
 build_gpu_device_plugin
 build_training_operator
 build_helm
+build_coredns
 node_tools

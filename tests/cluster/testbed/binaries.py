@@ -97,6 +97,15 @@ def kubelet_binaries() -> tuple[Path, Path]:
     return found
 
 
+def kube_proxy_binary() -> Path:
+    """The real node's kube-proxy (built with the kubelet); :class:`BinariesMissing` when
+    absent."""
+    path = cache_dir() / f"kubelet-{_default_version('K8S_VERSION')}" / "bin" / "kube-proxy"
+    if not path.exists():
+        raise BinariesMissing(f"run {SETUP_SCRIPT} first; missing: {path}")
+    return path
+
+
 def gpu_device_plugin_binary() -> Path:
     """The real node's ``nvidia.com/gpu`` device plugin that setup.sh builds;
     :class:`BinariesMissing` when absent."""
@@ -119,3 +128,12 @@ def helm_binary() -> Path:
 def kubernetes_version() -> str:
     """The Kubernetes release of the test cluster (``v1.33.13`` by default)."""
     return _default_version("K8S_VERSION")
+
+
+def coredns_binary() -> Path:
+    """CoreDNS that setup.sh builds (the real node's cluster DNS); :class:`BinariesMissing`
+    when absent."""
+    path = cache_dir() / f"coredns-{_default_version('COREDNS_VERSION')}" / "bin" / "coredns"
+    if not path.exists():
+        raise BinariesMissing(f"run {SETUP_SCRIPT} first; missing: {path}")
+    return path

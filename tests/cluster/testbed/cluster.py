@@ -10,8 +10,9 @@ from typing import Any
 
 from kubernetes import client
 
+from .apply import apply
 from .binaries import Binaries
-from .control_plane import ControlPlane
+from .control_plane import ControlPlane, kubelet_client_binding
 from .fleet import Fleet
 from .kubeconfig import api_client
 from .kwok import KwokFleet, start_kwok
@@ -40,10 +41,12 @@ class Cluster:
 
     # ---- lifecycle -------------------------------------------------------------------
     def start(self, timeout: float = 180.0) -> Cluster:
-        """Start the control plane and wait for the default namespace's ServiceAccount."""
+        """Start the control plane, wait for the default namespace's ServiceAccount and
+        let the apiserver's kubelet client call the kubelets' API (as kubeadm does)."""
         try:
             self.control_plane.start(timeout)
             wait_until(self._default_service_account, timeout, "ServiceAccount default/default")
+            apply(self.api, [kubelet_client_binding()])
         except BaseException:
             self.stop()
             raise

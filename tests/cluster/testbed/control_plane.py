@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .binaries import Binaries
 from .kubeconfig import write_kubeconfig
-from .pki import CertPair, make_ca, make_serving_cert, make_signing_key
+from .pki import CertPair, make_ca, make_client_cert, make_serving_cert, make_signing_key
 from .ports import free_ports, http_ok, wait_until
 from .processes import Child, spawn
 
@@ -25,6 +25,27 @@ _APISERVER_HOSTS = [
     "kubernetes.default.svc",
     "kubernetes.default.svc.cluster.local",
 ]
+#: Who the apiserver is to the kubelets it calls (logs, exec, port-forward), as kubeadm names it
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
+
+
+def kubelet_client_binding() -> dict[str, object]:
+    """kubeadm's ClusterRoleBinding of the apiserver's kubelet client user to the
+    bootstrap ClusterRole ``system:kubelet-api-admin`` (what a kubelet's Webhook
+    authorization asks the apiserver about)."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": KUBELET_CLIENT_USER},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "system:kubelet-api-admin",
+        },
+        "subjects": [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": KUBELET_CLIENT_USER}
+        ],
+    }
 
 
 @dataclass(frozen=True)
@@ -107,6 +128,7 @@ class ControlPlane:
         self.pki_dir.mkdir(parents=True, exist_ok=True)
         ca = make_ca(self.pki_dir)
         make_serving_cert(ca, self.pki_dir, "apiserver", _APISERVER_HOSTS)
+        make_client_cert(ca, self.pki_dir, "apiserver-kubelet-client", KUBELET_CLIENT_USER)
         make_signing_key(self.pki_dir, "sa")
         identities = [self.admin, self.kcm_identity, self.scheduler_identity]
         tokens = self.pki_dir / "tokens.csv"
@@ -196,6 +218,8 @@ class ControlPlane:
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--enable-admission-plugins=ResourceQuota",
             "--kubelet-preferred-address-types=InternalIP,Hostname",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
             "--enable-priority-and-fairness=false",
             "--profiling=false",
         ]

@@ -7,9 +7,21 @@ from pathlib import Path
 import yaml
 from kubernetes import client
 
+from .pki import CertPair
+
 
 def write_kubeconfig(path: Path, server: str, ca_file: Path, token: str, user: str) -> Path:
     """Write a single-context kubeconfig that authenticates with a bearer ``token``."""
+    return _write(path, server, ca_file, user, {"token": token})
+
+
+def write_cert_kubeconfig(path: Path, server: str, ca_file: Path, cert: CertPair) -> Path:
+    """Write a single-context kubeconfig that authenticates with a client certificate."""
+    entry = {"client-certificate": str(cert.cert), "client-key": str(cert.key)}
+    return _write(path, server, ca_file, "client", entry)
+
+
+def _write(path: Path, server: str, ca_file: Path, user: str, credentials: dict[str, str]) -> Path:
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -19,7 +31,7 @@ def write_kubeconfig(path: Path, server: str, ca_file: Path, token: str, user: s
                 "cluster": {"server": server, "certificate-authority": str(ca_file)},
             }
         ],
-        "users": [{"name": user, "user": {"token": token}}],
+        "users": [{"name": user, "user": credentials}],
         "contexts": [{"name": "testbed", "context": {"cluster": "testbed", "user": user}}],
         "current-context": "testbed",
     }

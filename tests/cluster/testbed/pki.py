@@ -79,24 +79,50 @@ def make_ca(directory: Path, common_name: str = "gpuhub-testbed-ca") -> CertPair
 
 def make_serving_cert(ca: CertPair, directory: Path, name: str, hosts: list[str]) -> CertPair:
     """Write ``<name>.crt``/``<name>.key`` signed by ``ca``, valid for ``hosts`` (IPs or DNS)."""
+    san = x509.SubjectAlternativeName([_san(h) for h in hosts])
+    return _signed(ca, directory, name, _name(name), san)
+
+
+def make_client_cert(
+    ca: CertPair, directory: Path, name: str, user: str, groups: tuple[str, ...] = ()
+) -> CertPair:
+    """Write ``<name>.crt``/``<name>.key`` signed by ``ca``: a client certificate whose
+    subject is ``user`` (CN) in ``groups`` (O), as the apiserver and the kubelet read it."""
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
+        + [x509.NameAttribute(NameOID.COMMON_NAME, user)]
+    )
+    return _signed(ca, directory, name, subject)
+
+
+def _signed(
+    ca: CertPair,
+    directory: Path,
+    name: str,
+    subject: x509.Name,
+    san: x509.SubjectAlternativeName | None = None,
+) -> CertPair:
+    """A new key and a certificate for ``subject`` signed by ``ca`` (server and client
+    auth), written to ``<name>.crt``/``<name>.key``."""
     ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
     ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
     key = _new_key()
     now = dt.datetime.now(dt.UTC)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(name))
+        .subject_name(subject)
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + _VALIDITY)
-        .add_extension(x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False)
         .add_extension(
             x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH, x509.OID_CLIENT_AUTH]), critical=False
         )
-        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
     )
+    if san is not None:
+        builder = builder.add_extension(san, critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
     pair = CertPair(directory / f"{name}.crt", directory / f"{name}.key")
     pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_key(key, pair.key)

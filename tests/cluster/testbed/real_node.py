@@ -12,6 +12,10 @@ other mounts stay in that namespace too and go with it.
 containerd by PID, kills what outlived them (processes in the node's cgroups,
 containerd's shims), unmounts what is still mounted under the folder and deletes the
 bridge, the network namespaces and the cgroups the node made.
+
+The node makes its bridge itself, with the gateway address, before anything starts: its
+cluster DNS (CoreDNS, :mod:`testbed.cluster_dns`) listens there, and the kubelet gives
+pods that address as their nameserver.
 """
 
 from __future__ import annotations
@@ -33,7 +37,16 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from .binaries import BinariesMissing, gpu_device_plugin_binary, kubelet_binaries
+from .binaries import (
+    BinariesMissing,
+    coredns_binary,
+    gpu_device_plugin_binary,
+    kube_proxy_binary,
+    kubelet_binaries,
+)
+from .cluster_dns import start_coredns
+from .control_plane import SERVICE_CIDR
+from .kube_proxy import KubeProxy, start_kube_proxy
 from .pki import CertPair, make_serving_cert
 from .ports import free_port, wait_until
 from .process_node import node_ready
@@ -180,6 +193,8 @@ class RealNode:
     made_device_plugin_dir: bool = False
     gpu_ids: list[str] = field(default_factory=list)
     device_plugin: Child | None = None
+    dns: Child | None = None
+    kube_proxy: KubeProxy | None = None
 
     @property
     def gateway(self) -> str:
@@ -201,6 +216,11 @@ class RealNode:
     def import_image(self, tarball: Path) -> None:
         """``ctr images import`` of a ``docker save`` or OCI-layout tarball (unpacked)."""
         self.ctr("images", "import", str(tarball))
+
+    def container_log(self, namespace: str, pod: str, container: str) -> str:
+        """What ``container`` of ``pod`` wrote, read from the kubelet's log files."""
+        logs = sorted(self.paths.pod_logs.glob(f"{namespace}_{pod}_*/{container}/*.log"))
+        return "".join(p.read_text(errors="replace") for p in logs)
 
     def gpu_allocations(self) -> list[list[str]]:
         """The device IDs the device plugin handed out, one list per container, in order
@@ -237,6 +257,10 @@ class RealNode:
         for child in reversed(self.children):
             child.stop(grace=15.0)
         self.children.clear()
+        if self.kube_proxy is not None:
+            self.kube_proxy.stop()
+        if self.dns is not None:
+            self.dns.stop(grace=5.0)
         # What outlived them: containers in the node's cgroups, containerd's shims.
         tops = cgroup_dirs(self.cgroup_root) if self.cgroup_root else []
         leftovers = set().union(*(_cgroup_pids(top) for top in tops))
@@ -295,15 +319,20 @@ def start_real_node(
     timeout: float = 120.0,
     gpus: int = 0,
     gpu_product: str = "NVIDIA-A100-SXM4-80GB",
+    kube_proxy: bool = False,
 ) -> RealNode:
     """Start containerd and the kubelet for a new node and wait until it is Ready; with
     ``gpus``, also the device plugin with that many ``GPU-<uuid>`` devices, the node
     labelled like GPU Feature Discovery labels a node of ``gpu_product``, and wait until
-    the node's allocatable ``nvidia.com/gpu`` is ``gpus``.
+    the node's allocatable ``nvidia.com/gpu`` is ``gpus``.  With ``kube_proxy``, also
+    kube-proxy (:mod:`testbed.kube_proxy`: one per machine at a time), so that pods reach
+    ClusterIP Services.
 
     :class:`BinariesMissing` when the kubelet or a tool is missing (run setup.sh)."""
     kubelet, pause = kubelet_binaries()
+    coredns = coredns_binary()
     plugin = gpu_device_plugin_binary() if gpus else None
+    proxy = kube_proxy_binary() if kube_proxy else None
     missing = missing_tools()
     if missing:
         raise BinariesMissing(f"the real node needs: {', '.join(missing)}")
@@ -332,8 +361,16 @@ def start_real_node(
     )
     logs = workdir / "logs"
     try:
-        _start_containerd(node, logs / f"{name}-containerd.log")
         _make_bridge(node)
+        node.dns = start_coredns(
+            core.api_client,
+            coredns,
+            ca,
+            node.gateway,
+            paths.root / "dns",
+            logs / f"{name}-coredns.log",
+        )
+        _start_containerd(node, logs / f"{name}-containerd.log")
         tarball = paths.root / "sandbox-image.tar"
         tarball.write_bytes(sandbox_image_tar(pause))
         node.import_image(tarball)
@@ -350,6 +387,16 @@ def start_real_node(
                 raise
 
         wait_until(ready, timeout, f"real node {name} Ready", interval=0.5)
+        if proxy is not None:
+            node.kube_proxy = start_kube_proxy(
+                proxy,
+                ca,
+                core.api_client.configuration.host,
+                name,
+                node.subnet,
+                paths.root / "kube-proxy",
+                logs / f"{name}-kube-proxy.log",
+            )
         if plugin is not None:
             _start_device_plugin(node, plugin, gpus, logs / f"{name}-gpu-device-plugin.log")
             wait_until(
@@ -369,12 +416,28 @@ def _allocatable_gpus(core: client.CoreV1Api, name: str) -> int:
     return int(allocatable.get(GPU_RESOURCE, "0"))
 
 
+def _make_bridge(node: RealNode) -> None:
+    """The node's bridge, up with its gateway address before anything of the node starts
+    (the CNI ``bridge`` plugin finds and keeps it): cluster DNS binds there, and the host's
+    services answer at :attr:`RealNode.gateway` from the start, as a hub Service does
+    before the first server (the hub's proxy routes to it there)."""
+    prefix = ipaddress.ip_network(node.subnet).prefixlen
+    for argv in (
+        ["ip", "link", "add", "name", node.bridge, "type", "bridge"],
+        ["ip", "addr", "add", f"{node.gateway}/{prefix}", "dev", node.bridge],
+        ["ip", "link", "set", node.bridge, "up"],
+    ):
+        subprocess.run(argv, check=True, capture_output=True)
+
+
 def _start_containerd(node: RealNode, log: Path) -> None:
     """containerd in a new mount namespace (private propagation) that has the node's
     ``device-plugins`` folder mounted over :data:`DEVICE_PLUGIN_DIR`."""
     paths = node.paths
     paths.containerd_config.write_text(containerd_config(paths))
-    network = cni_network(f"gpuhub-{node.name}", node.bridge, node.subnet, paths.cni_ipam_dir)
+    network = cni_network(
+        f"gpuhub-{node.name}", node.bridge, node.subnet, paths.cni_ipam_dir, SERVICE_CIDR
+    )
     (paths.cni_conf_dir / "10-gpuhub.conflist").write_text(json.dumps(network, indent=2))
     DEVICE_PLUGIN_DIR.mkdir(parents=True, exist_ok=True)  # the mount point
     argv = [
@@ -400,29 +463,25 @@ def _start_containerd(node: RealNode, log: Path) -> None:
     wait_until(answers, 60, f"containerd of {node.name}", interval=0.2)
 
 
-def _make_bridge(node: RealNode) -> None:
-    """The node's bridge, up with its gateway address before any pod runs (the CNI
-    ``bridge`` plugin finds and keeps it): the host's services answer at
-    :attr:`RealNode.gateway` from the start, as a hub Service does before the first server
-    (the hub's proxy routes to it there)."""
-    prefix = ipaddress.ip_network(node.subnet).prefixlen
-    for argv in (
-        ["ip", "link", "add", node.bridge, "type", "bridge"],
-        ["ip", "addr", "add", f"{node.gateway}/{prefix}", "dev", node.bridge],
-        ["ip", "link", "set", node.bridge, "up"],
-    ):
-        subprocess.run(argv, check=True, capture_output=True)
-
-
 def _start_kubelet(
     node: RealNode, kubelet: Path, kubeconfig: Path, ca: CertPair, log: Path
 ) -> None:
     paths = node.paths
     paths.kubelet_root.mkdir(parents=True, exist_ok=True)
-    cert = make_serving_cert(ca, paths.root, "kubelet", ["127.0.0.1", node.name])
+    cert = make_serving_cert(ca, paths.root, "kubelet", [node.gateway, node.name])
     for folder in cgroup_dirs(node.cgroup_root):
         folder.mkdir(exist_ok=True)
-    config = kubelet_config(paths, node.cgroup_root, free_port(), free_port(), cert.cert, cert.key)
+    config = kubelet_config(
+        paths,
+        node.cgroup_root,
+        node.gateway,
+        free_port(node.gateway),
+        free_port(),
+        cert.cert,
+        cert.key,
+        client_ca=ca.cert,
+        cluster_dns=node.gateway,
+    )
     paths.kubelet_config.write_text(yaml.safe_dump(config, sort_keys=False))
     # in containerd's mount namespace: both see the pods' volumes the kubelet mounts
     argv = [
@@ -435,7 +494,9 @@ def _start_kubelet(
         f"--root-dir={paths.kubelet_root}",
         f"--cert-dir={paths.root / 'kubelet-pki'}",
         f"--hostname-override={node.name}",
-        "--node-ip=127.0.0.1",
+        # the kubelet refuses a loopback node IP (then the node has no address, and the
+        # apiserver cannot reach its API): the bridge's address is the node's
+        f"--node-ip={node.gateway}",
         "--node-labels=" + ",".join(f"{k}={v}" for k, v in node.labels.items()),
         "--v=2",
     ]

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .cluster_dns import CLUSTER_DOMAIN
+
 CNI_BIN_DIR = Path("/usr/lib/cni")
 CNI_PLUGINS = ("bridge", "host-local", "loopback")
 SANDBOX_IMAGE = "gpuhub.local/testbed/pause:1"
@@ -109,8 +111,12 @@ state = "{paths.containerd_state}"
 """
 
 
-def cni_network(name: str, bridge: str, subnet: str, ipam_dir: Path) -> dict[str, Any]:
-    """A ``bridge`` network with ``host-local`` addresses kept under ``ipam_dir``.
+def cni_network(
+    name: str, bridge: str, subnet: str, ipam_dir: Path, service_cidr: str
+) -> dict[str, Any]:
+    """A ``bridge`` network with ``host-local`` addresses kept under ``ipam_dir``, and a
+    route to the Services' ClusterIPs (``service_cidr``) through the gateway, where
+    kube-proxy's rules on the host rewrite them (no default route).
 
     The bridge is the pods' gateway (it holds the subnet's first address on the host), so
     pods reach what the host serves on that address: the hub, its API and cluster DNS, as in
@@ -129,6 +135,7 @@ def cni_network(name: str, bridge: str, subnet: str, ipam_dir: Path) -> dict[str
                 "ipam": {
                     "type": "host-local",
                     "ranges": [[{"subnet": subnet}]],
+                    "routes": [{"dst": service_cidr}],
                     "dataDir": str(ipam_dir),
                 },
             }
@@ -139,27 +146,39 @@ def cni_network(name: str, bridge: str, subnet: str, ipam_dir: Path) -> dict[str
 def kubelet_config(
     paths: NodePaths,
     cgroup_root: str,
+    address: str,
     port: int,
     healthz_port: int,
     tls_cert: Path,
     tls_key: Path,
+    client_ca: Path,
+    cluster_dns: str,
 ) -> dict[str, Any]:
     """The KubeletConfiguration: cgroupfs (no systemd here) under the node's own cgroup
-    ``cgroup_root``, containerd's socket, no
-    eviction or image garbage collection (the shared machine's disk is not this node's),
-    its API on loopback only."""
+    ``cgroup_root``, containerd's socket, no eviction or image garbage collection (the
+    shared machine's disk is not this node's), its API on ``address`` only (the node's IP),
+    its health check on loopback.  Callers of its API authenticate with a certificate from
+    ``client_ca`` (the apiserver's kubelet client) or a token, and are authorized by the
+    apiserver (Webhook), as kubeadm configures it.  Pods resolve names with the cluster
+    DNS at ``cluster_dns``."""
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
-        "address": "127.0.0.1",
+        "address": address,
         "port": port,
         "readOnlyPort": 0,
         "healthzBindAddress": "127.0.0.1",
         "healthzPort": healthz_port,
         "tlsCertFile": str(tls_cert),
         "tlsPrivateKeyFile": str(tls_key),
-        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True}},
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": str(client_ca)},
+        },
         "authorization": {"mode": "Webhook"},
+        "clusterDNS": [cluster_dns],
+        "clusterDomain": CLUSTER_DOMAIN,
         "cgroupDriver": "cgroupfs",
         "cgroupRoot": cgroup_root,
         "containerRuntimeEndpoint": f"unix://{paths.containerd_socket}",
