@@ -126,6 +126,11 @@ def tmp_root(state_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"gpuhub-{os.getuid()}-{tag}"
 
 
+def unit_tmp_dir(state_dir: Path, key: str) -> Path:
+    """The private temporary folder (``TMPDIR``) of the unit of ``key``."""
+    return tmp_root(state_dir) / unit_name(key)
+
+
 def _own_folder(path: Path, mode: int) -> None:
     """``path`` as a real folder of this process's user with ``mode``; refuses a folder or
     link someone else made there first (a shared ``/tmp``)."""
@@ -153,7 +158,7 @@ class LocalLedgerStore:
 
     def tmp_dir(self, key: str) -> Path:
         """The unit's private temporary folder (its ``TMPDIR``)."""
-        return self.tmp_root / unit_name(key)
+        return unit_tmp_dir(self.state_dir, key)
 
     def _end(self, name: str, main_pid: int | None) -> None:
         """Kill the unit's processes, remove its cgroups and its temporary folder."""

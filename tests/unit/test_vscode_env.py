@@ -24,6 +24,7 @@ def test_the_local_spawner_gives_it_to_every_server(tmp_path):
     from jupyterhub.spawner import LocalProcessSpawner
     from traitlets.config import Config
 
+    from gpuhub.localstate import unit_tmp_dir
     from gpuhub.spawners.local import GPULocalSpawner
 
     c = Config()
@@ -38,3 +39,5 @@ def test_the_local_spawner_gives_it_to_every_server(tmp_path):
     assert env["CUDA_VISIBLE_DEVICES"] == ""
     assert {k: env[k] for k in vscode_env(home)} == vscode_env(home)
     assert env["PATH"] == "/x/bin"
+    # each server's private temporary folder, named without reading the gpuhub config
+    assert env["TMPDIR"] == str(unit_tmp_dir(tmp_path / "state", "server:alice/"))

@@ -35,7 +35,7 @@ from ..config import CONFIG_ENV
 from ..datadir import resolve_data_dir
 from ..inventory import Inventory, discover
 from ..ledger import Device, Ledger
-from ..localstate import LocalLedgerStore, Unit
+from ..localstate import LocalLedgerStore, Unit, unit_tmp_dir
 from ..model import Allocation, GpuhubConfig, Kind, Profile, SpawnRequest
 from ..sizes import human, to_bytes
 from ..vscode import vscode_env
@@ -51,10 +51,15 @@ def default_data_dir() -> str:
     return str(resolve_data_dir(os.environ.get(CONFIG_ENV)))
 
 
+def state_dir(data_dir: str) -> Path:
+    """Where the machine-wide ledger of a data directory lives (root-only)."""
+    return Path(data_dir) / "state"
+
+
 def local_store(data_dir: str) -> LocalLedgerStore:
     """The one store of a data directory in this process."""
     if data_dir not in _stores:
-        _stores[data_dir] = LocalLedgerStore(Path(data_dir) / "state")
+        _stores[data_dir] = LocalLedgerStore(state_dir(data_dir))
     return _stores[data_dir]
 
 
@@ -333,7 +338,7 @@ class GPULocalSpawner(GpuhubSpawnerMixin, LocalProcessSpawner):
         env: dict[str, str] = super().get_env()
         env.update(device_env(self._gpuhub_alloc))
         env.update(vscode_env(self.home_dir))
-        env["TMPDIR"] = str(self._local.store.tmp_dir(self.gpuhub_key))
+        env["TMPDIR"] = str(unit_tmp_dir(state_dir(self.data_dir), self.gpuhub_key))
         return env
 
     async def poll(self) -> int | None:
