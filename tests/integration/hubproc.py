@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -232,7 +233,14 @@ class Hub:
 
     def remove_units(self) -> None:
         """Kill what still runs in the hub's units (servers outlive the hub by design) and
-        remove its cgroups, so a test leaves nothing behind on the machine."""
+        remove its cgroups and the units' temporary folders, so a test leaves nothing
+        behind on the machine."""
+        from gpuhub.localstate import tmp_root
+
+        self._kill_units()
+        shutil.rmtree(tmp_root(self.data_dir / "state"), ignore_errors=True)
+
+    def _kill_units(self) -> None:
         from gpuhub.cgroups import CgroupV1
 
         try:
