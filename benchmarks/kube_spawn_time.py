@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests" / "cluster"), str(ROOT / "tests" / "integration")]
 from test_real_node_gpu import running_gpu_node  # noqa: E402
 
-from charthub import ChartHub, chart_values, helm_merge  # noqa: E402
+from charthub import ChartHub, chart_values, helm_merge, user_token  # noqa: E402
 from realhub import (  # noqa: E402
     GPU_OPTIONS,
     gpuhub_yaml,
@@ -51,7 +51,6 @@ from realhub import (  # noqa: E402
     remove_pods,
     start_server,
     stop_server,
-    user_token,
 )
 from testbed import Cluster, hub_rbac_objects  # noqa: E402
 from testbed.apply import delete  # noqa: E402

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import requests
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
@@ -108,6 +109,17 @@ def relocate(obj: Any, root: Path) -> Any:
         for path in POD_PATHS:
             obj = obj.replace(path, f"{root}{path}")
     return obj
+
+
+def user_token(hub: ChartHub, user: str, password: str) -> str:
+    """A token of ``user``, asked for with the user's password."""
+    r = requests.post(
+        f"{hub.api}/users/{user}/tokens",
+        json={"auth": {"username": user, "password": password}, "note": "test"},
+        timeout=30,
+    )
+    assert r.status_code in (200, 201), r.text
+    return str(r.json()["token"])
 
 
 def static_home_volume(name: str, namespace: str, claim: str, host_path: str) -> dict[str, Any]:

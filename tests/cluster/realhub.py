@@ -123,17 +123,6 @@ def home_volumes(
             shutil.rmtree(home, ignore_errors=True)
 
 
-def user_token(hub: ChartHub, user: str, password: str) -> str:
-    """A token of ``user``, asked for with the user's password."""
-    r = requests.post(
-        f"{hub.api}/users/{user}/tokens",
-        json={"auth": {"username": user, "password": password}, "note": "test"},
-        timeout=30,
-    )
-    assert r.status_code in (200, 201), r.text
-    return str(r.json()["token"])
-
-
 def start_server(
     hub: ChartHub,
     user: str,

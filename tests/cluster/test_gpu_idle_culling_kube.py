@@ -30,7 +30,7 @@ import pytest
 import requests
 import yaml
 
-from charthub import ChartHub, chart_values
+from charthub import ChartHub, chart_values, static_home_volume, user_token
 from gpuhub.activeconfig import ActiveConfig
 from gpuhub.kube.labels import allocation_marks
 from gpuhub.model import Allocation
@@ -132,17 +132,7 @@ def home_volumes(k8s_cluster: Cluster, namespace: str) -> Iterator[None]:
         for user in ("alice", "bob"):
             name = f"pv-{namespace}-{user}"
             k8s_cluster.core.create_persistent_volume(
-                {
-                    "metadata": {"name": name},
-                    "spec": {
-                        "capacity": {"storage": "50Gi"},
-                        "accessModes": ["ReadWriteOnce"],
-                        "storageClassName": "",
-                        "persistentVolumeReclaimPolicy": "Retain",
-                        "claimRef": {"namespace": namespace, "name": f"claim-{user}"},
-                        "hostPath": {"path": f"/tmp/{name}"},
-                    },
-                }
+                static_home_volume(name, namespace, f"claim-{user}", f"/tmp/{name}")
             )
             names.append(name)
         yield
@@ -193,14 +183,7 @@ def wait_for(what: str, check: Callable[[], Any], hub: ChartHub, timeout: float 
 
 
 def token(hub: ChartHub, user: str) -> str:
-    password = ADMIN_PASSWORD if user == "admin" else PASSWORD
-    r = requests.post(
-        f"{hub.api}/users/{user}/tokens",
-        json={"auth": {"username": user, "password": password}, "note": "test"},
-        timeout=30,
-    )
-    assert r.status_code in (200, 201), r.text
-    return str(r.json()["token"])
+    return user_token(hub, user, ADMIN_PASSWORD if user == "admin" else PASSWORD)
 
 
 def user_pods(k8s_cluster: Cluster, namespace: str, user: str) -> list[Any]:

@@ -11,6 +11,7 @@ builder puts into the pod.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -82,26 +83,29 @@ def assert_nothing_left(node: Any, before: dict[str, Any]) -> None:
     assert [d for d in cgroup_dirs(node.cgroup_root) if d.exists()] == []
 
 
-@pytest.fixture(scope="module")
-def real_node(
-    k8s_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[RealNode, dict[str, set[str]]]]:
-    """A real node joined to the test cluster; after it stops, nothing it made is left."""
+@contextlib.contextmanager
+def running_real_node(cluster: Cluster, workdir: Path, **options: Any) -> Iterator[RealNode]:
+    """A real node joined to ``cluster`` (``options`` go to :func:`start_real_node`); after
+    it stops, nothing it made is left."""
     before = _state()
     try:
         node = start_real_node(
-            k8s_cluster.core,
-            k8s_cluster.kubeconfig,
-            k8s_cluster.control_plane.ca,
-            tmp_path_factory.mktemp("real-node"),
+            cluster.core, cluster.kubeconfig, cluster.control_plane.ca, workdir, **options
         )
     except BinariesMissing as error:
         _missing(str(error))
     try:
-        yield node, before
+        yield node
     finally:
         node.stop()
     assert_nothing_left(node, before)
+
+
+@pytest.fixture(scope="module")
+def real_node(k8s_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
+    """A real node joined to the test cluster (:func:`running_real_node`)."""
+    with running_real_node(k8s_cluster, tmp_path_factory.mktemp("real-node")) as node:
+        yield node
 
 
 def _image_tarball(dest: Path) -> str:
@@ -155,13 +159,13 @@ def _container_log(node: RealNode, namespace: str, pod: str) -> str:
 
 
 def test_notebook_pod_runs_on_the_real_node(
-    real_node: tuple[RealNode, dict[str, set[str]]],
+    real_node: RealNode,
     core: client.CoreV1Api,
     namespace: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    node, _ = real_node
+    node = real_node
     built = _image_tarball(tmp_path / "image.tar")
     node.import_image(tmp_path / "image.tar")
     (tmp_path / "image.tar").unlink()  # about 1.2 GB

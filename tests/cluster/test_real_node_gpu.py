@@ -23,15 +23,15 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from test_real_node import _missing, _shipped_values, _state, assert_nothing_left
+from test_real_node import _shipped_values, running_real_node
 from traitlets.config.loader import PyFileConfigLoader
 
 from gpuhub.config import parse_config
 from gpuhub.kube.objects import PodRequest, merge_into_template, pod_parts
 from gpuhub.profiles import validate_options
-from testbed import BinariesMissing, Cluster
+from testbed import Cluster
 from testbed.ports import wait_until
-from testbed.real_node import REAL_NODE_LABEL, RealNode, start_real_node
+from testbed.real_node import REAL_NODE_LABEL, RealNode
 from testbed.real_node_files import DEVICE_PLUGIN_DIR, SANDBOX_IMAGE
 
 pytestmark = pytest.mark.cluster
@@ -59,25 +59,10 @@ def _config_data() -> dict[str, Any]:
 def running_gpu_node(cluster: Cluster, workdir: Path, gpus: int) -> Iterator[RealNode]:
     """A real node with ``gpus`` devices, labelled for the shipped ``a100`` type; after it
     stops, nothing it made is left."""
-    before = _state()
     plugin_dir_existed = DEVICE_PLUGIN_DIR.parent.exists()
     product = _config_data()["gpu_types"][GPU_TYPE]["node_label"]
-    try:
-        node = start_real_node(
-            cluster.core,
-            cluster.kubeconfig,
-            cluster.control_plane.ca,
-            workdir,
-            gpus=gpus,
-            gpu_product=product,
-        )
-    except BinariesMissing as error:
-        _missing(str(error))
-    try:
+    with running_real_node(cluster, workdir, gpus=gpus, gpu_product=product) as node:
         yield node
-    finally:
-        node.stop()
-    assert_nothing_left(node, before)
     assert node.device_plugin is not None and not node.device_plugin.running()
     assert DEVICE_PLUGIN_DIR.parent.exists() == plugin_dir_existed
 

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.stream import stream
-from test_real_node import _image_tarball, _missing, _state, assert_nothing_left
+from test_real_node import _image_tarball, running_real_node
 
-from testbed import BinariesMissing, Cluster
+from testbed import Cluster
 from testbed.cluster_dns import CLUSTER_DOMAIN
 from testbed.ports import wait_until
-from testbed.real_node import REAL_NODE_LABEL, RealNode, containerd_ref, start_real_node
+from testbed.real_node import REAL_NODE_LABEL, RealNode, containerd_ref
 
 pytestmark = pytest.mark.cluster
 
@@ -66,22 +66,10 @@ for name in os.environ["NAMES"].split():
 def net_node(k8s_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
     """A real node with its CoreDNS and kube-proxy; after it stops, nothing it made is
     left: no kube-proxy rule, and ``route_localnet`` as it was."""
-    before, rules, localnet = _state(), _proxy_rules(), ROUTE_LOCALNET.read_text()
-    try:
-        node = start_real_node(
-            k8s_cluster.core,
-            k8s_cluster.kubeconfig,
-            k8s_cluster.control_plane.ca,
-            tmp_path_factory.mktemp("real-node-net"),
-            kube_proxy=True,
-        )
-    except BinariesMissing as error:
-        _missing(str(error))
-    try:
+    rules, localnet = _proxy_rules(), ROUTE_LOCALNET.read_text()
+    workdir = tmp_path_factory.mktemp("real-node-net")
+    with running_real_node(k8s_cluster, workdir, kube_proxy=True) as node:
         yield node
-    finally:
-        node.stop()
-    assert_nothing_left(node, before)
     assert node.dns is not None and not node.dns.running()
     assert _proxy_rules() - rules == set()
     assert ROUTE_LOCALNET.read_text() == localnet

@@ -36,7 +36,7 @@ import requests
 from kubernetes import client
 from test_real_node_gpu import _kubelet_devices, running_gpu_node
 
-from charthub import ChartHub, chart_values
+from charthub import ChartHub, chart_values, user_token
 from kernelrun import Kernel
 from realhub import (
     CPU_OPTIONS,
@@ -50,7 +50,6 @@ from realhub import (
     server_pod,
     start_server,
     stop_server,
-    user_token,
 )
 from testbed import Cluster
 from testbed.real_node import RealNode
